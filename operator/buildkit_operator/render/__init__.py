@@ -1,0 +1,46 @@
+"""Rendering: a Builder (and its TLS material) to the objects it should have. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import Builder
+from ..tls import TLSBundle
+from .config import buildkitd_toml, config_hash
+from .secrets import server_sans, tls_hash, tls_secrets
+from .service import config_map, service
+from .storage import cache_claims
+from .workload import deployment
+
+__all__ = ["render_builder", "server_sans"]
+
+
+def render_builder(
+    builder: Builder,
+    tls: TLSBundle | None = None,
+    *,
+    external_tls_hash: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every child of ``builder``, in the order they are best created.
+
+    ``tls`` is required for ``tls.mode: auto``; for ``tls.mode: secret`` the caller may pass
+    a checksum of the user's Secret so that replacing it rolls the pods.
+    """
+    mode = builder.spec.tls.mode
+    toml_text = buildkitd_toml(builder)
+    objects = [config_map(builder, toml_text)]
+    pod_tls_hash: str | None = None
+    if mode == "auto":
+        if tls is None:
+            raise ValueError("tls.mode auto needs TLS material to render")
+        objects += tls_secrets(builder, tls)
+        pod_tls_hash = tls_hash(tls.secret_data()["server"])
+    elif mode == "secret":
+        pod_tls_hash = external_tls_hash
+    objects += cache_claims(builder)
+    objects += [
+        deployment(builder, index, config_hash=config_hash(toml_text), tls_hash=pod_tls_hash)
+        for index in range(builder.spec.replicas)
+    ]
+    objects.append(service(builder))
+    return objects

@@ -1,0 +1,209 @@
+"""The buildkitd Deployments: one per daemon, so each daemon keeps its own cache volume.
+
+A StatefulSet would also give each pod its own claim, but its volumeClaimTemplates are
+immutable and its claims outlive scale-down without an owner; per-daemon Deployments let the
+operator own every claim explicitly and change storage without replacing the whole set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import Builder
+from ..names import (
+    ANNOTATION_CONFIG_HASH,
+    ANNOTATION_TLS_HASH,
+    ChildNames,
+    child_labels,
+    daemon_selector_labels,
+)
+from .config import CONFIG_KEY
+from .meta import object_meta
+from .service import PORT, PORT_NAME
+
+CONFIG_DIR = "/etc/buildkit"
+CERTS_DIR = "/certs"
+ROOTLESS_UID = 1000
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where buildkitd keeps its state and socket; differs between the two images."""
+
+    root: str
+    socket: str
+
+
+ROOTFUL = Layout(root="/var/lib/buildkit", socket="unix:///run/buildkit/buildkitd.sock")
+ROOTLESS = Layout(
+    root="/home/user/.local/share/buildkit",
+    socket=f"unix:///run/user/{ROOTLESS_UID}/buildkit/buildkitd.sock",
+)
+
+
+def layout(builder: Builder) -> Layout:
+    return ROOTLESS if builder.spec.rootless else ROOTFUL
+
+
+def buildkitd_args(builder: Builder) -> list[str]:
+    """Arguments to the image's entrypoint (``buildkitd``, or ``rootlesskit buildkitd``)."""
+    where = layout(builder)
+    args = [
+        "--addr",
+        where.socket,
+        "--addr",
+        f"tcp://0.0.0.0:{PORT}",
+        "--config",
+        f"{CONFIG_DIR}/{CONFIG_KEY}",
+        "--root",
+        where.root,
+    ]
+    if builder.spec.tls.mode != "disabled":
+        args += [
+            "--tlscacert",
+            f"{CERTS_DIR}/ca.pem",
+            "--tlscert",
+            f"{CERTS_DIR}/cert.pem",
+            "--tlskey",
+            f"{CERTS_DIR}/key.pem",
+        ]
+    if builder.spec.rootless:
+        args.append("--oci-worker-no-process-sandbox")
+    return args + list(builder.spec.buildkitd.args)
+
+
+def _probe(builder: Builder, *, initial_delay: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": ["buildctl", "--addr", layout(builder).socket, "debug", "workers"]},
+        "initialDelaySeconds": initial_delay,
+        "periodSeconds": 30,
+        "timeoutSeconds": 10,
+        "failureThreshold": 3,
+    }
+
+
+def _security_context(builder: Builder) -> dict[str, Any]:
+    if not builder.spec.rootless:
+        return {"privileged": True}
+    return {
+        "runAsUser": ROOTLESS_UID,
+        "runAsGroup": ROOTLESS_UID,
+        # rootlesskit needs to create user namespaces and mount: the default seccomp and
+        # AppArmor profiles forbid both.
+        "seccompProfile": {"type": "Unconfined"},
+        "appArmorProfile": {"type": "Unconfined"},
+    }
+
+
+def _cache_volume(builder: Builder, index: int) -> dict[str, Any]:
+    cache = builder.spec.cache
+    if cache.type == "persistent":
+        claim = ChildNames(builder.name).cache_claim(index)
+        return {"name": "cache", "persistentVolumeClaim": {"claimName": claim}}
+    return {"name": "cache", "emptyDir": {"sizeLimit": cache.size}}
+
+
+def _tls_secret_name(builder: Builder) -> str | None:
+    tls = builder.spec.tls
+    if tls.mode == "disabled":
+        return None
+    if tls.mode == "secret":
+        return tls.secret_name
+    return ChildNames(builder.name).server_secret
+
+
+def _pod_spec(builder: Builder, index: int) -> dict[str, Any]:
+    spec = builder.spec
+    names = ChildNames(builder.name)
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "cache", "mountPath": layout(builder).root},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names.config_map}},
+        _cache_volume(builder, index),
+    ]
+    secret_name = _tls_secret_name(builder)
+    if secret_name:
+        mounts.append({"name": "certs", "mountPath": CERTS_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "certs",
+                "secret": {
+                    "secretName": secret_name,
+                    "defaultMode": 0o440,
+                    "items": [{"key": k, "path": k} for k in ("ca.pem", "cert.pem", "key.pem")],
+                },
+            }
+        )
+    container: dict[str, Any] = {
+        "name": "buildkitd",
+        "image": spec.effective_image,
+        "args": buildkitd_args(builder),
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": _probe(builder, initial_delay=5),
+        "livenessProbe": _probe(builder, initial_delay=15),
+        "securityContext": _security_context(builder),
+        "volumeMounts": mounts,
+    }
+    if spec.resources is not None:
+        container["resources"] = spec.resources.model_dump(exclude_defaults=True)
+    pod: dict[str, Any] = {
+        "hostname": names.daemon(index),
+        # buildkitd talks to registries, not to the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.rootless:
+        # Makes the cache volume and the key readable and writable by uid 1000.
+        pod["securityContext"] = {"fsGroup": ROOTLESS_UID, "fsGroupChangePolicy": "OnRootMismatch"}
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
+        ]
+    if spec.affinity:
+        pod["affinity"] = spec.affinity
+    if spec.topology_spread_constraints:
+        pod["topologySpreadConstraints"] = spec.topology_spread_constraints
+    if spec.priority_class_name:
+        pod["priorityClassName"] = spec.priority_class_name
+    if spec.service_account_name:
+        pod["serviceAccountName"] = spec.service_account_name
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": ref.name} for ref in spec.image_pull_secrets]
+    return pod
+
+
+def deployment(
+    builder: Builder, index: int, *, config_hash: str, tls_hash: str | None
+) -> dict[str, Any]:
+    """The Deployment running daemon ``index``.
+
+    Recreate, not RollingUpdate: two pods of one daemon must never run on one cache volume.
+    """
+    spec = builder.spec
+    selector = daemon_selector_labels(builder.name, index)
+    labels = {**child_labels(builder.name, "daemon"), **selector}
+    annotations = {**spec.pod_annotations, ANNOTATION_CONFIG_HASH: config_hash}
+    if tls_hash:
+        annotations[ANNOTATION_TLS_HASH] = tls_hash
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(builder, ChildNames(builder.name).daemon(index), labels),
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 3,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": {**spec.pod_labels, **labels}, "annotations": annotations},
+                "spec": _pod_spec(builder, index),
+            },
+        },
+    }
