@@ -6,7 +6,8 @@
 #   PACKAGES="pkg ..."          main packages to build (module paths or ./relative)
 #   LDFLAGS="..."  TAGS="..."   optional; CGO_ENABLED defaults to 0
 # Binaries are cached outside the repo in $BKO_CACHE_DIR/tools/<tool>-<version>-<hash>/bin,
-# the hash covering go.mod, go.sum and build.env, so a pin change rebuilds and nothing else does.
+# the hash covering go.mod, go.sum, build.env, the wrapper's own .go files and the Go version,
+# so a pin change rebuilds and nothing else does.
 #
 # Usage: hack/build-tools.sh [--print-path] [tool ...]   (default: every tool)
 #   --print-path   print the bin directories, colon-separated, on stdout (progress goes to stderr)
@@ -35,7 +36,9 @@ log() { printf '%s\n' "$*" >&2; }
 
 bindir_of() {
   local tool=$1 dir="$here/tools/$1" sum version
-  sum=$(cat "$dir/go.mod" "$dir/go.sum" "$dir/build.env" | sha256sum | cut -c1-12)
+  sum=$( { go env GOVERSION; cat "$dir/go.mod" "$dir/go.sum" "$dir/build.env";
+          find "$dir" -maxdepth 1 -name '*.go' -print0 | LC_ALL=C sort -z | xargs -0r cat; } \
+        | sha256sum | cut -c1-12)
   version=$( . "$dir/build.env"; echo "$VERSION")
   echo "$cache/tools/$tool-$version-$sum/bin"
 }

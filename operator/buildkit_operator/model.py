@@ -5,6 +5,7 @@ documented here is what ``kubectl explain`` prints.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -58,6 +59,9 @@ _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_SAN_DNS_RE = re.compile(
+    r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$"
+)
 _PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?$")
 
 
@@ -255,9 +259,7 @@ class CacheSpec(_Model):
     storage_class_name: str | None = Field(
         None, description="StorageClass of the cache PVCs; the cluster default when unset."
     )
-    retain: bool = Field(
-        True, description="Keep the cache PVCs when the Builder is deleted."
-    )
+    retain: bool = Field(True, description="Keep the cache PVCs when the Builder is deleted.")
 
 
 class TLSSpec(_Model):
@@ -267,7 +269,9 @@ class TLSSpec(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.mode != 'secret' || (has(self.secretName) && self.secretName != '')",
+                    "rule": (
+                        "self.mode != 'secret' || (has(self.secretName) && self.secretName != '')"
+                    ),
                     "message": "tls.secretName is required when tls.mode is secret",
                     "fieldPath": ".secretName",
                 },
@@ -290,6 +294,21 @@ class TLSSpec(_Model):
         default_factory=list,
         description="Extra DNS names or IP addresses for the server certificate.",
     )
+
+    @field_validator("extra_sans")
+    @classmethod
+    def _sans(cls, sans: list[str]) -> list[str]:
+        for san in sans:
+            try:
+                ipaddress.ip_address(san)
+                continue
+            except ValueError:
+                pass
+            if len(san) > 253 or not _SAN_DNS_RE.match(san):
+                raise ValueError(
+                    f"{san!r} is neither an IP address nor a DNS name (a leading '*.' is allowed)"
+                )
+        return sans
 
     @model_validator(mode="after")
     def _secret_needs_name(self) -> TLSSpec:
@@ -339,11 +358,11 @@ class BuilderSpec(_Model):
     topology_spread_constraints: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Topology spread constraints of the builder pods, as in a PodSpec.",
-        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+        json_schema_extra={
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        },
     )
-    priority_class_name: str | None = Field(
-        None, description="PriorityClass of the builder pods."
-    )
+    priority_class_name: str | None = Field(None, description="PriorityClass of the builder pods.")
     service_account_name: str | None = Field(
         None,
         description="ServiceAccount of the builder pods (buildkitd itself needs no API access).",
@@ -436,7 +455,7 @@ class BuilderStatus(_Model):
     )
     client_secret_name: str | None = Field(
         None,
-        description="Secret with the client certificate (ca.pem, cert.pem, key.pem) to connect with.",
+        description="Secret with the client certificate (ca.pem, cert.pem, key.pem) to connect.",
     )
     certificate_not_after: str | None = Field(
         None, description="Expiry of the server certificate (RFC 3339)."

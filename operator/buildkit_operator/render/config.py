@@ -60,7 +60,7 @@ def _merge(into: TOMLDocument | Table, layer: dict[str, Any]) -> None:
     for key, value in layer.items():
         if isinstance(value, dict):
             existing = into.get(key)
-            if not isinstance(existing, dict):
+            if not isinstance(existing, Table | TOMLDocument):
                 existing = tomlkit.table()
                 into[key] = existing
             _merge(existing, value)

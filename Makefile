@@ -1,0 +1,80 @@
+# buildkit-operator: everyday commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLUSTER_DIR ?= $(CURDIR)/.local-cluster
+CLUSTER_TOOLS := kubernetes etcd kwok
+USER_TOOLS := kubernetes helm buildkit
+EXAMPLE ?= examples/builder.yaml
+
+.PHONY: help venv tools cluster cluster-down up down operator-start operator-stop test test-unit \
+	test-integration test-e2e lint format crd manifests bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@echo "setting up $(VENV) (Python dependencies, pinned in pyproject.toml)" >&2
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' >&2
+	@touch $@
+
+venv: $(VENV)/.installed ## create the virtualenv with the operator and the test tools
+
+tools: ## build the pinned Kubernetes, etcd, kwok, helm and BuildKit binaries (cached)
+	@hack/build-tools.sh
+
+cluster: $(VENV)/.installed ## start the local control plane; prints export lines for eval
+	@cluster_path=$$(hack/build-tools.sh --print-path $(CLUSTER_TOOLS)) && \
+	user_path=$$(hack/build-tools.sh --print-path $(USER_TOOLS)) && \
+	$(PY) hack/cluster.py up --dir $(CLUSTER_DIR) --bin-path "$$cluster_path" >&2 && \
+	echo "export KUBECONFIG=$(CLUSTER_DIR)/kubeconfig" && \
+	echo "export PATH=$$user_path:$(CURDIR)/$(VENV)/bin:\$$PATH"
+
+cluster-down: operator-stop ## stop the local control plane
+	@$(PY) hack/cluster.py down --dir $(CLUSTER_DIR) >&2
+
+up: ## newcomer's first run: cluster, CRD, operator, example Builder, shown Ready
+	@hack/up.sh
+
+down: cluster-down ## stop the operator and the local control plane
+
+operator-stop: ## stop an operator started by `make up`
+	@if [ -f $(CLUSTER_DIR)/operator.pid ]; then \
+		kill $$(cat $(CLUSTER_DIR)/operator.pid) 2>/dev/null || true; rm -f $(CLUSTER_DIR)/operator.pid; fi
+
+test: $(VENV)/.installed lint ## run every test tier: unit, integration (real control plane), e2e (real BuildKit)
+	$(PY) -m pytest tests/unit tests/integration tests/e2e
+
+test-unit: $(VENV)/.installed ## fast tests of the pure parts
+	$(PY) -m pytest tests/unit
+
+test-integration: $(VENV)/.installed ## tests against the local control plane
+	$(PY) -m pytest tests/integration
+
+test-e2e: $(VENV)/.installed ## tests with real buildkitd and buildctl
+	$(PY) -m pytest tests/e2e
+
+lint: $(VENV)/.installed ## ruff and mypy
+	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/ruff format --check operator tests hack bench
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.installed ## format the Python code
+	$(VENV)/bin/ruff format operator tests hack bench
+	$(VENV)/bin/ruff check --fix operator tests hack bench
+
+crd: $(VENV)/.installed ## regenerate crds/ from the model
+	$(VENV)/bin/buildkit-operator crd > crds/builders.buildkit.dev.yaml
+
+manifests: $(VENV)/.installed ## regenerate manifests/ from the chart
+	hack/gen-manifests.sh
+
+bench: $(VENV)/.installed ## print the benchmark figures
+	$(PY) bench/run.py
+
+clean: ## remove the virtualenv and local cluster state (the tool cache stays)
+	rm -rf $(VENV) $(CLUSTER_DIR)

@@ -1,0 +1,224 @@
+"""``buildkit-operator``: render, crd, run, connect.
+
+Bad input is a one-line message naming the file, the Builder and the field, with exit status
+2; a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import yaml
+
+from . import __version__
+from .crd import crd_yaml
+from .model import API_VERSION, KIND, Builder, InvalidBuilder
+from .render import render_builder, server_sans
+from .tls import ensure_tls
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Input a person must fix; printed as one line."""
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"buildkit-operator: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def _documents(path: str) -> Iterator[tuple[str, Any]]:
+    """(where, document) for every non-empty YAML document of a file, or stdin for '-'."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as err:
+        raise UsageError(f"{path}: {err.strerror}") from None
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UsageError(f"{where}: not valid YAML: {problem}") from None
+    for number, doc in enumerate(docs, start=1):
+        if doc is None:
+            continue
+        if isinstance(doc, dict) and doc.get("kind") == "List" and "items" in doc:
+            for item_number, item in enumerate(doc["items"] or [], start=1):
+                yield f"{path} (document {number}, item {item_number})", item
+        else:
+            yield f"{path} (document {number})", doc
+
+
+def load_builders(paths: Sequence[str], namespace: str) -> list[Builder]:
+    """Every Builder in the files; other kinds are ignored, like ``helm template`` input."""
+    builders = []
+    for path in paths:
+        for where, doc in _documents(path):
+            if not isinstance(doc, dict):
+                raise UsageError(f"{where}: expected a Kubernetes object, got {type(doc).__name__}")
+            if doc.get("kind") != KIND:
+                continue
+            name = (doc.get("metadata") or {}).get("name") or "(no name)"
+            if doc.get("apiVersion") != API_VERSION:
+                raise UsageError(
+                    f"{where}, Builder {name}: apiVersion: expected {API_VERSION}, "
+                    f"got {doc.get('apiVersion')}"
+                )
+            try:
+                builders.append(Builder.from_manifest(doc, namespace=namespace))
+            except InvalidBuilder as err:
+                raise UsageError(f"{where}, Builder {name}: {err}") from None
+    return builders
+
+
+def render_objects(builders: Sequence[Builder], now: datetime) -> list[dict[str, Any]]:
+    """What the operator would create, with freshly issued TLS material where it runs a CA."""
+    objects: list[dict[str, Any]] = []
+    for builder in builders:
+        bundle = None
+        if builder.spec.tls.mode == "auto":
+            bundle = ensure_tls({}, name=builder.name, server_sans=server_sans(builder), now=now)
+        objects += render_builder(builder, bundle)
+    return objects
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (buildkitd.toml) as literal blocks, readable as written."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def _dump_stream(objects: Sequence[dict[str, Any]], out: TextIO) -> None:
+    out.write(
+        yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, explicit_start=True, width=100)
+    )
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    builders = load_builders(args.filename, args.namespace)
+    if not builders:
+        raise UsageError(f"no {API_VERSION} {KIND} in {', '.join(args.filename)}")
+    _dump_stream(render_objects(builders, datetime.now(UTC)), sys.stdout)
+    return 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .handlers import run_operator  # imports kopf: only when running
+
+    run_operator(
+        namespaces=args.namespace,
+        all_namespaces=args.all_namespaces,
+        verbose=args.verbose,
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+    )
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from .connect import connect  # imports the kubernetes client: only when connecting
+
+    return connect(
+        name=args.name,
+        namespace=args.namespace,
+        output_dir=Path(args.output_dir) if args.output_dir else None,
+        kubeconfig=args.kubeconfig,
+        port_forward=args.port_forward,
+        local_port=args.local_port,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="buildkit-operator",
+        description="Run BuildKit builders in Kubernetes, reachable over mutual TLS.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    render = sub.add_parser(
+        "render", help="print every object the operator would create for some Builders"
+    )
+    render.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="a YAML file with Builders ('-' for stdin); repeatable",
+    )
+    render.add_argument(
+        "-n", "--namespace", default="default", help="namespace for Builders that name none"
+    )
+    render.set_defaults(func=cmd_render)
+
+    crd = sub.add_parser("crd", help="print the Builder CustomResourceDefinition")
+    crd.set_defaults(func=cmd_crd)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig context")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace; repeatable"
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="log every action in detail")
+    run.add_argument(
+        "--liveness",
+        default="",
+        help="serve a liveness endpoint at this URL, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port"
+    )
+    run.set_defaults(func=cmd_run)
+
+    connect = sub.add_parser(
+        "connect", help="write a Builder's client certificate and print how to use it"
+    )
+    connect.add_argument("name", help="the Builder")
+    connect.add_argument("-n", "--namespace", default=None, help="its namespace")
+    connect.add_argument("-o", "--output-dir", help="where to write ca.pem, cert.pem, key.pem")
+    connect.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube)")
+    connect.add_argument(
+        "--port-forward",
+        action="store_true",
+        help="forward a local port to the builder and keep running (clients outside the cluster)",
+    )
+    connect.add_argument("--local-port", type=int, default=1234, help="local port to forward")
+    connect.set_defaults(func=cmd_connect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except UsageError as err:
+        _fail(str(err))
+    except BrokenPipeError:
+        return 0
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""Status of a Builder: phase, conditions and the fields a client needs. Pure.
+
+Conditions keep their lastTransitionTime while their status holds, so a status computed
+twice from the same world is equal and the reconciler writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .model import Builder, BuilderStatus, Condition, Phase
+from .names import ChildNames
+from .plan import Plan
+
+
+@dataclass(frozen=True)
+class DaemonState:
+    name: str
+    ready: bool
+    problem: str | None = None  # e.g. a failed rollout's message
+
+
+def daemon_state(name: str, deployment: Mapping[str, Any] | None) -> DaemonState:
+    """Whether a daemon's Deployment serves builds with its current template."""
+    if deployment is None:
+        return DaemonState(name, False, "absent")
+    meta, status = deployment.get("metadata", {}), deployment.get("status") or {}
+    current = status.get("observedGeneration", 0) >= meta.get("generation", 1)
+    ready = (
+        current
+        and status.get("readyReplicas", 0) >= 1
+        and status.get("updatedReplicas", 0) >= 1
+        and not status.get("unavailableReplicas")
+    )
+    problem = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            problem = cond.get("message") or "rollout exceeded its progress deadline"
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            problem = cond.get("message") or "pod could not be created"
+    return DaemonState(name, bool(ready), problem)
+
+
+def _timestamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(
+    previous: Sequence[Mapping[str, Any]],
+    type_: str,
+    true: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> Condition:
+    status = "True" if true else "False"
+    since = _timestamp(now)
+    for old in previous:
+        if old.get("type") == type_ and old.get("status") == status:
+            since = old.get("lastTransitionTime") or since
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def _listing(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def compute_status(
+    builder: Builder,
+    plan: Plan,
+    daemons: Sequence[DaemonState],
+    *,
+    certificate_not_after: datetime | None,
+    previous: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The status subresource as it should read."""
+    spec, names = builder.spec, ChildNames(builder.name)
+    ready = sum(d.ready for d in daemons)
+    desired = spec.replicas
+    problems = [f"{d.name}: {d.problem}" for d in daemons if d.problem and d.problem != "absent"]
+
+    phase: Phase
+    if plan.missing:
+        phase, reason = "Missing", "WorkloadMissing"
+        message = (
+            f"noCreate is set and {_listing(plan.missing)} does not exist in namespace "
+            f"{builder.namespace}: create it, or set noCreate to false"
+        )
+    elif plan.drifted:
+        phase, reason = "Drifted", "NoRecreate"
+        message = (
+            f"noRecreate is set and the live objects differ from the spec "
+            f"({_listing(plan.drifted, 3)}): set noRecreate to false to apply the spec"
+        )
+    elif ready >= desired:
+        phase, reason = "Ready", "DaemonsReady"
+        message = f"{ready}/{desired} daemons ready at {names.endpoint(builder.namespace)}"
+    elif problems:
+        phase, reason = "Degraded", "RolloutFailed"
+        message = f"{ready}/{desired} daemons ready; {_listing(problems, 2)}"
+    elif ready > 0:
+        phase, reason = "Degraded", "DaemonsNotReady"
+        not_ready = [d.name for d in daemons if not d.ready]
+        message = f"{ready}/{desired} daemons ready; waiting for {_listing(not_ready)}"
+    else:
+        phase, reason = "Pending", "DaemonsStarting"
+        message = f"0/{desired} daemons ready; waiting for the pods to start"
+
+    old_conditions = previous.get("conditions") or []
+    generation = builder.generation
+    conditions = [
+        _condition(old_conditions, "Ready", phase == "Ready", reason, message, now, generation),
+        _condition(
+            old_conditions,
+            "Drifted",
+            bool(plan.drifted),
+            "NoRecreate" if plan.drifted else "InSync",
+            "; ".join(plan.drifted[:10]) if plan.drifted else "live objects match the spec",
+            now,
+            generation,
+        ),
+        _condition(
+            old_conditions,
+            "Degraded",
+            phase == "Degraded",
+            reason if phase == "Degraded" else "AsExpected",
+            message if phase == "Degraded" else "no daemon is failing",
+            now,
+            generation,
+        ),
+    ]
+    status = BuilderStatus(
+        phase=phase,
+        message=message,
+        observed_generation=generation,
+        ready=f"{ready}/{desired}",
+        replicas=desired,
+        ready_replicas=ready,
+        endpoint=names.endpoint(builder.namespace),
+        client_secret_name=names.client_secret if spec.tls.mode == "auto" else None,
+        certificate_not_after=_timestamp(certificate_not_after) if certificate_not_after else None,
+        drifted_fields=list(plan.drifted),
+        conditions=conditions,
+    )
+    return status.model_dump(by_alias=True, exclude_none=True)
+
+
+def invalid_status(
+    problems: Sequence[str], *, generation: int | None, previous: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    """Status for a spec the operator cannot act on. What runs keeps running, so the fields
+    describing it (endpoint, readiness, certificate) are kept as they were."""
+    message = "the spec is invalid, nothing was changed: " + "; ".join(problems)
+    old_conditions = previous.get("conditions") or []
+    kept = {k: v for k, v in previous.items() if k not in ("phase", "message", "conditions")}
+    conditions = [
+        _condition(old_conditions, "Ready", False, "InvalidSpec", message, now, generation),
+        *[
+            Condition.model_validate(c)
+            for c in old_conditions
+            if c.get("type") in ("Drifted", "Degraded")
+        ],
+    ]
+    status = {
+        **kept,
+        "phase": "Invalid",
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions],
+    }
+    return {k: v for k, v in status.items() if v is not None}
