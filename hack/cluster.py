@@ -42,7 +42,6 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -119,7 +118,14 @@ AUDIT_POLICY = {
 
 # Components in start order; stop goes in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kubectl",
+)
 
 
 def log(message: str) -> None:
@@ -325,7 +331,9 @@ def first_service_ip(cidr: str = SERVICE_CIDR) -> str:
     return str(next(ipaddress.ip_network(cidr).hosts()))
 
 
-def kubeconfig_document(server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str) -> str:
+def kubeconfig_document(
+    server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str
+) -> str:
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
 
@@ -333,10 +341,16 @@ def kubeconfig_document(server: str, ca_pem: bytes, cert_pem: bytes, key_pem: by
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": CLUSTER_NAME, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}
+            {
+                "name": CLUSTER_NAME,
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
+            }
         ],
         "users": [
-            {"name": user, "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}}
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)},
+            }
         ],
         "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
         "current-context": CLUSTER_NAME,
@@ -358,7 +372,9 @@ class ApiError(ClusterError):
 class Api:
     """A minimal Kubernetes REST client on the standard library (client certificate auth)."""
 
-    def __init__(self, host: str, port: int, ca_file: Path, cert_file: Path, key_file: Path) -> None:
+    def __init__(
+        self, host: str, port: int, ca_file: Path, cert_file: Path, key_file: Path
+    ) -> None:
         self.host = host
         self.port = port
         self._context = ssl.create_default_context(cafile=str(ca_file))
@@ -704,7 +720,8 @@ class LocalCluster:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._write_pki(state)
         self._write_config()
-        log(f"starting {KUBERNETES_VERSION} in {self.dir} (API server on 127.0.0.1:{state.ports['apiserver']})")
+        api_port = state.ports["apiserver"]
+        log(f"starting {KUBERNETES_VERSION} in {self.dir} (API server on 127.0.0.1:{api_port})")
 
         def remaining() -> float:
             return max(1.0, deadline - time.monotonic())
@@ -717,8 +734,10 @@ class LocalCluster:
             remaining(),
         )
         wait_for(
-            lambda: self._check_running("kube-apiserver")
-            and self.api.request("GET", "/readyz", timeout=5) == "ok",
+            lambda: (
+                self._check_running("kube-apiserver")
+                and self.api.request("GET", "/readyz", timeout=5) == "ok"
+            ),
             "kube-apiserver /readyz",
             remaining(),
             on_timeout=lambda: self._tail("kube-apiserver"),
@@ -726,7 +745,9 @@ class LocalCluster:
         log(f"API server ready after {time.monotonic() - started:.1f}s")
         self._spawn("kube-controller-manager", self._controller_manager_args(state), state)
         self._spawn("kube-scheduler", self._scheduler_args(state), state)
-        self._spawn("kwok", self._kwok_args(state), state, env={"HOME": str(self.dir / "kwok-home")})
+        self._spawn(
+            "kwok", self._kwok_args(state), state, env={"HOME": str(self.dir / "kwok-home")}
+        )
         self._create_cluster_objects()
         ca = self.pki / "ca.crt"
         for component, port in (
@@ -739,7 +760,12 @@ class LocalCluster:
                 remaining(),
                 on_timeout=lambda c=component: self._tail(c),
             )
-        wait_for(self._nodes_ready, "kwok nodes Ready", remaining(), on_timeout=lambda: self._tail("kwok"))
+        wait_for(
+            self._nodes_ready,
+            "kwok nodes Ready",
+            remaining(),
+            on_timeout=lambda: self._tail("kwok"),
+        )
         wait_for(
             lambda: self.api.exists("/api/v1/namespaces/default/serviceaccounts/default"),
             "the default ServiceAccount",
@@ -867,7 +893,10 @@ class LocalCluster:
             ),
         )
         for name in ("kube-controller-manager", "kube-scheduler"):
-            save(f"{name}-serving", *ca.issue(name, dns_names=("localhost",), ips=("127.0.0.1",), server=True))
+            save(
+                f"{name}-serving",
+                *ca.issue(name, dns_names=("localhost",), ips=("127.0.0.1",), server=True),
+            )
 
         # Service-account token signing key pair.
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -890,10 +919,14 @@ class LocalCluster:
             key, cert = ca.issue(user, organizations=groups, client=True)
             save(name, key, cert)
             document = kubeconfig_document(server, ca_pem, _pem_cert(cert), _pem_key(key), user)
-            target = self.kubeconfig if name == "admin" else self.dir / "config" / f"{name}.kubeconfig"
+            target = (
+                self.kubeconfig if name == "admin" else self.dir / "config" / f"{name}.kubeconfig"
+            )
             _write_private(target, document.encode())
 
-    def client_kubeconfig(self, user: str, groups: Sequence[str] = (), path: Path | None = None) -> Path:
+    def client_kubeconfig(
+        self, user: str, groups: Sequence[str] = (), path: Path | None = None
+    ) -> Path:
         """Write a kubeconfig for a client-certificate user of this cluster (for RBAC tests)."""
         ca = CertificateAuthority(
             serialization.load_pem_private_key((self.pki / "ca.key").read_bytes(), None),  # type: ignore[arg-type]
@@ -1010,7 +1043,9 @@ class LocalCluster:
         for node in NODES:
             api.create("/api/v1/nodes", node_manifest(node))
         for index, name in enumerate(self.storage_classes):
-            api.create("/apis/storage.k8s.io/v1/storageclasses", storage_class_manifest(name, index == 0))
+            api.create(
+                "/apis/storage.k8s.io/v1/storageclasses", storage_class_manifest(name, index == 0)
+            )
         self.ensure_volumes()
 
     def _nodes_ready(self) -> bool:
@@ -1058,7 +1093,8 @@ class LocalCluster:
             if phase != "Released":
                 if not claim.get("uid"):
                     continue  # pre-bound or being bound: not ours to touch
-                path = f"/api/v1/namespaces/{claim['namespace']}/persistentvolumeclaims/{claim['name']}"
+                namespace, claim_name = claim["namespace"], claim["name"]
+                path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim_name}"
                 try:
                     live = api.get(path)
                 except ApiError as exc:

@@ -292,6 +292,7 @@ class TLSSpec(_Model):
     )
     extra_sans: list[str] = Field(
         default_factory=list,
+        alias="extraSANs",
         description="Extra DNS names or IP addresses for the server certificate.",
     )
 

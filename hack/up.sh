@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# A first run on a fresh machine: build what is missing, start the local control plane,
+# install the CRD, run the operator, apply the example Builder and show it Ready.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+cluster_dir=${CLUSTER_DIR:-$root/.local-cluster}
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+say "Python environment"
+make -s venv
+
+say "Local control plane (the first build of the Kubernetes binaries takes a while; progress follows)"
+eval "$(make -s cluster CLUSTER_DIR="$cluster_dir")"
+
+say "Builder CRD"
+kubectl apply --server-side --field-manager=buildkit-operator-install -f crds/builders.buildkit.dev.yaml >&2
+kubectl wait --for=condition=Established crd/builders.buildkit.dev --timeout=60s >&2
+
+say "Operator (logs: $cluster_dir/operator.log)"
+pidfile=$cluster_dir/operator.pid
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  echo "already running (pid $(cat "$pidfile"))" >&2
+else
+  nohup "$root/.venv/bin/buildkit-operator" run --all-namespaces \
+    >"$cluster_dir/operator.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  echo "started (pid $!)" >&2
+fi
+
+say "Example Builder (examples/builder.yaml)"
+kubectl create namespace ci --dry-run=client -o yaml | kubectl apply -f - >&2
+kubectl apply -f examples/builder.yaml >&2
+if ! kubectl wait --for=jsonpath='{.status.phase}'=Ready builder/team-a -n ci --timeout=180s >&2; then
+  echo "the Builder did not become Ready; its status and the operator log follow" >&2
+  kubectl get builder team-a -n ci -o yaml >&2 || true
+  tail -n 40 "$cluster_dir/operator.log" >&2 || true
+  exit 1
+fi
+kubectl get bk -A
+kubectl get deployments,pods,pvc,services,secrets,configmaps -n ci -l app.kubernetes.io/managed-by=buildkit-operator -o wide
+
+cat >&2 <<MSG
+
+The example Builder is Ready. To use this cluster from your shell:
+  eval "\$(make -s cluster)"
+  kubectl describe builder team-a -n ci
+  buildkit-operator connect team-a -n ci      # writes the client certificate, prints buildctl/buildx commands
+Stop everything with: make down
+MSG
