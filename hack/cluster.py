@@ -466,6 +466,52 @@ def http_ok(port: int, path: str, timeout: float = 2) -> bool:
         connection.close()
 
 
+class KubectlError(ClusterError):
+    def __init__(self, args: Sequence[str], result: subprocess.CompletedProcess[str]) -> None:
+        super().__init__(
+            f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+        )
+        self.returncode = result.returncode
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+
+
+class Kubectl:
+    """Runs a given kubectl binary with a kubeconfig; ``__call__`` raises on a non-zero exit."""
+
+    def __init__(self, binary: Path, kubeconfig: Path, cache_dir: Path | None = None) -> None:
+        self.binary = binary
+        self.env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        self.env["KUBECONFIG"] = str(kubeconfig)
+        if cache_dir is not None:
+            self.env["KUBECACHEDIR"] = str(cache_dir)
+
+    def run(
+        self, *args: str, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl and return the completed process, whatever its exit status."""
+        return subprocess.run(
+            [str(self.binary), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 60) -> str:
+        """Run kubectl and return its stdout; raise KubectlError (with stderr) on failure."""
+        result = self.run(*args, input=input, timeout=timeout)
+        if result.returncode != 0:
+            raise KubectlError(args, result)
+        return result.stdout
+
+    def json(self, *args: str, input: str | None = None, timeout: float = 60) -> Any:
+        """Run kubectl with ``-o json`` and parse the output."""
+        return json.loads(self(*args, "-o", "json", input=input, timeout=timeout))
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -504,13 +550,21 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _set_parent_death_signal() -> None:
-    """In the child, before exec: be sent SIGTERM if the process that started us dies."""
+def _parent_death_signal() -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when the process that started it dies.
+
+    libc is loaded here, in the parent: the child must not import anything between fork
+    and exec.
+    """
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+
+    return preexec
 
 
 @dataclass
@@ -608,6 +662,10 @@ class LocalCluster:
     @property
     def kubectl_path(self) -> Path:
         return Path(self.state.binaries["kubectl"])
+
+    def kubectl(self, cache_dir: Path | None = None) -> Kubectl:
+        """The cluster's own (pinned) kubectl with the admin kubeconfig."""
+        return Kubectl(self.kubectl_path, self.kubeconfig, cache_dir)
 
     @property
     def api(self) -> Api:
@@ -805,7 +863,7 @@ class LocalCluster:
                 cwd=self.dir,
                 env=environment,
                 start_new_session=True,
-                preexec_fn=_set_parent_death_signal if self.die_with_parent else None,
+                preexec_fn=_parent_death_signal() if self.die_with_parent else None,
             )
         self._children[component] = child
         state.pids[component] = child.pid

@@ -11,7 +11,8 @@ say "Python environment"
 make -s venv
 
 say "Local control plane (the first build of the Kubernetes binaries takes a while; progress follows)"
-eval "$(make -s cluster CLUSTER_DIR="$cluster_dir")"
+cluster_env=$(make -s cluster CLUSTER_DIR="$cluster_dir")
+eval "$cluster_env"
 
 say "Builder CRD"
 kubectl apply --server-side --field-manager=buildkit-operator-install -f crds/builders.buildkit.dev.yaml >&2

@@ -1,0 +1,49 @@
+"""Shared test helpers: hack/ on sys.path, and the pinned binaries built from hack/tools/."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HACK = REPO / "hack"
+if str(HACK) not in sys.path:
+    sys.path.insert(0, str(HACK))
+
+
+@functools.cache
+def tool_paths(*tools: str) -> tuple[Path, ...]:
+    """Bin directories of the pinned tools (default: the local cluster's), building the missing.
+
+    A first build takes minutes; hack/build-tools.sh reports progress on stderr (shown with -s,
+    and in the captured output of a failure). A build that cannot be done fails the test run:
+    tests that need these programs must not silently skip.
+    """
+    wanted = tools or ("kubernetes", "etcd", "kwok")
+    print(f"building or reusing {' '.join(wanted)} (hack/build-tools.sh)", file=sys.stderr)
+    result = subprocess.run(
+        [str(HACK / "build-tools.sh"), "--print-path", *wanted],
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"hack/build-tools.sh {' '.join(wanted)} failed with exit status {result.returncode}; "
+            "the build output above says why (a Go toolchain and access to the Go module proxy "
+            "are needed for a first build)",
+            pytrace=False,
+        )
+    return tuple(Path(p) for p in result.stdout.strip().split(":") if p)
+
+
+@pytest.fixture(scope="session")
+def tools() -> Callable[..., tuple[Path, ...]]:
+    """The tool_paths helper as a fixture: ``tools("buildkit")`` -> its bin directories."""
+    return tool_paths

@@ -1,0 +1,221 @@
+"""Fixtures for tests against the real local control plane (hack/cluster.py).
+
+- ``cluster``: a fresh LocalCluster for the session, in a temporary directory; or, when
+  BKO_TEST_KUBECONFIG names the kubeconfig of a running hack/cluster.py cluster (such as
+  .local-cluster/kubeconfig from ``make cluster``), that one, left running afterwards.
+- ``namespace``: a fresh namespace per test, deleted afterwards, its volumes recycled.
+- ``kubectl``: runs the pinned kubectl against the cluster (``kubectl.json(...)`` parses -o json).
+- ``operator``: starts ``buildkit-operator run --all-namespaces`` as a subprocess; stopped at
+  teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster import ApiError, Kubectl, LocalCluster, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE_DELETE_TIMEOUT = 120
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, tools: Callable[..., tuple[Path, ...]]
+) -> Iterator[LocalCluster]:
+    reuse = os.environ.get("BKO_TEST_KUBECONFIG")
+    if reuse:
+        kubeconfig = Path(reuse).resolve()
+        existing = LocalCluster(kubeconfig.parent)
+        if existing.kubeconfig != kubeconfig or not existing.is_running():
+            pytest.fail(
+                f"BKO_TEST_KUBECONFIG={reuse} is not the kubeconfig of a running local cluster "
+                "(start one with `make cluster` or `python hack/cluster.py up --dir DIR`, and "
+                "point at DIR/kubeconfig)",
+                pytrace=False,
+            )
+        existing.ensure_volumes()
+        yield existing
+        return
+    directory = tmp_path_factory.mktemp("cluster", numbered=True)
+    local = LocalCluster(directory, tools("kubernetes", "etcd", "kwok"), die_with_parent=True)
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return cluster.kubectl(cache_dir=tmp_path_factory.mktemp("kubectl-cache"))
+
+
+def _namespace_name(request: pytest.FixtureRequest) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")
+    return f"{base[:40].rstrip('-')}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace (its default ServiceAccount present), deleted after the test."""
+    api = cluster.api
+    name = _namespace_name(request)
+    api.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        exist_ok=False,
+    )
+    wait_for(
+        lambda: api.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+        f"the default ServiceAccount of namespace {name}",
+        timeout=60,
+    )
+    yield name
+    api.delete(f"/api/v1/namespaces/{name}")
+    wait_for(
+        lambda: not api.exists(f"/api/v1/namespaces/{name}"),
+        f"namespace {name} to be deleted",
+        timeout=NAMESPACE_DELETE_TIMEOUT,
+        interval=0.5,
+        on_timeout=lambda: _namespace_leftovers(api, name),
+    )
+    cluster.recycle_volumes()
+
+
+def _namespace_leftovers(api: Any, name: str) -> str:
+    try:
+        status = api.get(f"/api/v1/namespaces/{name}").get("status", {})
+    except ApiError as exc:
+        return str(exc)
+    return f"namespace status: {json.dumps(status)}"
+
+
+class OperatorProcess:
+    """``buildkit-operator run --all-namespaces`` as a subprocess with its own log file."""
+
+    def __init__(self, command: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        self.command = list(command)
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        if self.running:
+            return self
+        with open(self.log_path, "ab") as out:
+            out.write(f"--- start {time.strftime('%H:%M:%S')}: {' '.join(self.command)}\n".encode())
+            out.flush()
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM the operator's process group, SIGKILL it after timeout seconds."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.process.wait(timeout=10)
+        else:
+            # The leader exited: make sure nothing it started lingers in its group.
+            self._signal(signal.SIGKILL)
+        return self.process.returncode
+
+    def restart(self, timeout: float = 15) -> OperatorProcess:
+        self.stop(timeout)
+        return self.start()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        """Wait until the log matches the regular expression pattern."""
+        regex = re.compile(pattern)
+
+        def check() -> re.Match[str] | None:
+            if not self.running:
+                raise AssertionError(f"operator exited ({self.returncode}):\n{self.log()[-4000:]}")
+            return regex.search(self.log())
+
+        return wait_for(check, f"operator log to match {pattern!r}", timeout)
+
+
+def operator_binary() -> Path:
+    candidate = REPO / ".venv" / "bin" / "buildkit-operator"
+    if candidate.exists():
+        return candidate
+    return Path(sys.executable).parent / "buildkit-operator"
+
+
+@pytest.fixture
+def operator(cluster: LocalCluster, tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``operator(*extra_args, env=None, kubeconfig=None)`` starts the operator.
+
+    Each call starts one more process (log in the test's tmp_path); all are stopped at teardown.
+    The returned OperatorProcess can be stopped and restarted.
+    """
+    started: list[OperatorProcess] = []
+
+    def start(
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        kubeconfig: Path | None = None,
+    ) -> OperatorProcess:
+        command = [str(operator_binary()), "run", "--all-namespaces", *extra_args]
+        environment = {**os.environ, "KUBECONFIG": str(kubeconfig or cluster.kubeconfig)}
+        environment.update(env or {})
+        proc = OperatorProcess(command, environment, tmp_path / f"operator-{len(started)}.log")
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,582 @@
+"""The operator against the real control plane, driven the way a user drives it: kubectl.
+
+The operator runs as a subprocess under its own client-certificate user, bound to the
+ClusterRole the Helm chart ships, so every test here also proves that role is enough, and
+the API server's audit log tells the operator's writes apart from everyone else's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_BIN = REPO / ".venv" / "bin" / "buildkit-operator"
+OPERATOR_USER = "buildkit-operator-under-test"
+MANAGED = "app.kubernetes.io/managed-by=buildkit-operator"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+class Kubectl:
+    """The real kubectl, as the cluster admin (the user applying Builders)."""
+
+    def __init__(self, binary: Path, kubeconfig: Path) -> None:
+        self.binary, self.kubeconfig = binary, kubeconfig
+
+    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        proc = subprocess.run(
+            [str(self.binary), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout if check else proc.stdout + proc.stderr
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "-o", "json"))
+
+    def apply(self, obj: dict[str, Any] | str) -> str:
+        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
+        return self("apply", "-f", "-", input=text)
+
+
+def wait_until(
+    what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.5
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as err:  # kubectl failing (e.g. NotFound) is "not yet"
+            last = err
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def builder(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "buildkit.dev/v1alpha1",
+        "kind": "Builder",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+class Operator:
+    """``buildkit-operator run`` as a subprocess; restartable, killable."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+        self.kubeconfig, self.log_dir = kubeconfig, log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        assert self.proc is None
+        self.starts += 1
+        log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        self.proc = subprocess.Popen(
+            [str(OPERATOR_BIN), "run", "--all-namespaces", "--verbose"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")[-4000:]
+            for p in sorted(self.log_dir.glob("operator-*.log"))
+        )
+
+
+def _operator_cluster_role() -> dict[str, Any]:
+    """The ClusterRole the chart installs for the operator (manifests/ is generated from
+    the chart, and a unit test keeps the two in sync)."""
+    for path in sorted((REPO / "manifests").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "ClusterRole":
+                return dict(doc)
+    raise AssertionError("no ClusterRole in manifests/: run `make manifests`")
+
+
+@pytest.fixture(scope="module")
+def kubectl_admin(cluster: Any) -> Kubectl:
+    return Kubectl(cluster.kubectl_path, cluster.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def operator_under_test(
+    cluster: Any, kubectl_admin: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    """The operator, as a user holding only the chart's ClusterRole."""
+    kubectl_admin(
+        "apply", "--server-side", "--force-conflicts", "-f",
+        str(REPO / "crds" / "builders.buildkit.dev.yaml"),
+    )  # fmt: skip
+    kubectl_admin(
+        "wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s"
+    )
+    role = _operator_cluster_role()
+    role["metadata"] = {"name": "buildkit-operator-under-test"}
+    kubectl_admin.apply(role)
+    kubectl_admin.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "buildkit-operator-under-test"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "buildkit-operator-under-test",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}
+            ],
+        }
+    )
+    kubeconfig = cluster.client_kubeconfig(OPERATOR_USER)
+    op = Operator(kubeconfig, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def k(kubectl_admin: Kubectl, operator_under_test: Operator, namespace: str) -> Iterator[Kubectl]:
+    """kubectl with the operator running; on failure the operator's log is shown."""
+    yield kubectl_admin
+    op = operator_under_test
+    if op.proc is not None and op.proc.poll() is not None:
+        pytest.fail(f"the operator exited ({op.proc.returncode}):\n{op.log()}")
+
+
+def get(k: Kubectl, kind: str, name: str, ns: str) -> dict[str, Any]:
+    return dict(k.json("get", kind, name, "-n", ns))
+
+
+def patch_spec(k: Kubectl, name: str, ns: str, spec: dict[str, Any]) -> None:
+    k("patch", "builder", name, "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
+def phase(k: Kubectl, name: str, ns: str) -> str | None:
+    status = get(k, "builder", name, ns).get("status") or {}
+    return status.get("phase")
+
+
+def wait_phase(k: Kubectl, name: str, ns: str, want: str, timeout: float = 90) -> dict[str, Any]:
+    wait_until(f"Builder {ns}/{name} phase {want}", lambda: phase(k, name, ns) == want, timeout)
+    return get(k, "builder", name, ns)
+
+
+def pods_of(k: Kubectl, ns: str, builder_name: str) -> list[dict[str, Any]]:
+    items = k.json("get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={builder_name}")
+    return list(items["items"])
+
+
+def children(
+    k: Kubectl, ns: str, kinds: str = "deployments,services,configmaps,secrets,pvc"
+) -> dict[str, dict[str, Any]]:
+    items = k.json("get", kinds, "-n", ns, "-l", MANAGED)["items"]
+    return {f"{i['kind']}/{i['metadata']['name']}": i for i in items}
+
+
+def operator_writes(cluster: Any, since: float) -> list[str]:
+    """Write requests the operator's user made after ``since`` (epoch seconds)."""
+    writes = []
+    for line in cluster.audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("user", {}).get("username") != OPERATOR_USER:
+            continue
+        stamp = entry.get("requestReceivedTimestamp", "")
+        when = datetime.fromisoformat(stamp).timestamp()
+        if when >= since and entry.get("stage") == "ResponseComplete":
+            writes.append(f"{entry['verb']} {entry.get('requestURI')}")
+    return writes
+
+
+# --- 1: a Builder becomes Ready where its nodeSelector says ---------------------------------
+
+
+def test_builder_on_arm64_becomes_ready(k: Kubectl, namespace: str) -> None:
+    k.apply(
+        builder(
+            "arm",
+            namespace,
+            replicas=2,
+            nodeSelector={"kubernetes.io/arch": "arm64"},
+            cache={"size": "5Gi", "storageClassName": "fast-ssd"},
+        )
+    )
+    obj = wait_phase(k, "arm", namespace, "Ready")
+    status = obj["status"]
+    assert status["readyReplicas"] == 2 and status["replicas"] == 2
+    assert status["ready"] == "2/2"
+    assert status["endpoint"] == f"tcp://arm.{namespace}.svc:1234"
+    assert status["clientSecretName"] == "arm-client-tls"
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["certificateNotAfter"]
+    client = get(k, "secret", "arm-client-tls", namespace)
+    assert set(client["data"]) == {"ca.pem", "cert.pem", "key.pem"}
+
+    pods = pods_of(k, namespace, "arm")
+    assert len(pods) == 2
+    for pod in pods:
+        node = get(k, "node", pod["spec"]["nodeName"], "default")
+        assert node["metadata"]["labels"]["kubernetes.io/arch"] == "arm64"
+        assert pod["status"]["phase"] == "Running"
+    claims = k.json("get", "pvc", "-n", namespace, "-l", MANAGED)["items"]
+    assert sorted(c["metadata"]["name"] for c in claims) == ["arm-cache-0", "arm-cache-1"]
+    assert all(c["status"]["phase"] == "Bound" for c in claims)
+    assert all(c["spec"]["storageClassName"] == "fast-ssd" for c in claims)
+    # Each daemon mounts its own claim.
+    mounted = {
+        v["persistentVolumeClaim"]["claimName"]
+        for p in pods
+        for v in p["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert mounted == {"arm-cache-0", "arm-cache-1"}
+
+    table = k("get", "bk", "-n", namespace)
+    assert "READY" in table and "PHASE" in table and "ENDPOINT" in table
+    assert "2/2" in table and "Ready" in table
+    events = k("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=arm")
+    assert "Created" in events
+
+
+# --- 2: spec changes roll, recreate, reconfigure ------------------------------------------
+
+
+def _template_hash(k: Kubectl, name: str, ns: str) -> str:
+    dep = get(k, "deployment", name, ns)
+    return json.dumps(dep["spec"]["template"], sort_keys=True)
+
+
+def test_spec_changes_roll_or_recreate(k: Kubectl, namespace: str) -> None:
+    k.apply(builder("roll", namespace, cache={"type": "ephemeral", "size": "1Gi"}))
+    wait_phase(k, "roll", namespace, "Ready")
+    first_pod = pods_of(k, namespace, "roll")[0]["metadata"]["name"]
+
+    # A new image rolls the pod.
+    patch_spec(k, "roll", namespace, {"image": "registry.example/buildkit:custom-rootless"})
+    wait_until(
+        "the pod to roll onto the new image",
+        lambda: [
+            p
+            for p in pods_of(k, namespace, "roll")
+            if p["spec"]["containers"][0]["image"] == "registry.example/buildkit:custom-rootless"
+            and p["metadata"]["name"] != first_pod
+            and p["status"].get("phase") == "Running"
+        ],
+    )
+    wait_phase(k, "roll", namespace, "Ready")
+
+    # maxParallelism changes the ConfigMap and rolls the pod (config checksum).
+    before = get(k, "deployment", "roll-0", namespace)["spec"]["template"]["metadata"]
+    patch_spec(k, "roll", namespace, {"buildkitd": {"maxParallelism": 3}})
+    wait_until(
+        "the ConfigMap to carry max-parallelism = 3",
+        lambda: (
+            "max-parallelism = 3"
+            in get(k, "configmap", "roll-config", namespace)["data"]["buildkitd.toml"]
+        ),
+    )
+    after = wait_until(
+        "the pod template's config checksum to change",
+        lambda: (
+            meta
+            if (meta := get(k, "deployment", "roll-0", namespace)["spec"]["template"]["metadata"])[
+                "annotations"
+            ]["buildkit.dev/config-hash"]
+            != before["annotations"]["buildkit.dev/config-hash"]
+            else None
+        ),
+    )
+    assert (
+        after["annotations"]["buildkit.dev/tls-hash"]
+        == before["annotations"]["buildkit.dev/tls-hash"]
+    )
+    wait_phase(k, "roll", namespace, "Ready")
+
+    # rootless -> rootful deletes and creates the workload anew.
+    old_uid = get(k, "deployment", "roll-0", namespace)["metadata"]["uid"]
+    patch_spec(k, "roll", namespace, {"rootless": False, "image": None})
+
+    def recreated() -> dict[str, Any] | None:
+        dep = get(k, "deployment", "roll-0", namespace)
+        return dep if dep["metadata"]["uid"] != old_uid else None
+
+    dep = wait_until("the Deployment to be recreated", recreated, timeout=90)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"] == {"privileged": True}
+    assert container["image"].endswith("moby/buildkit:v0.34.2")
+    assert "--oci-worker-no-process-sandbox" not in container["args"]
+    wait_phase(k, "roll", namespace, "Ready")
+
+
+# --- 3: children deleted by hand come back --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "child"),
+    [("deployment", "back-0"), ("service", "back"), ("secret", "back-server-tls")],
+)
+def test_deleted_child_comes_back(k: Kubectl, namespace: str, kind: str, child: str) -> None:
+    k.apply(builder("back", namespace, cache={"type": "ephemeral", "size": "1Gi"}))
+    wait_phase(k, "back", namespace, "Ready")
+    old = get(k, kind, child, namespace)
+    ca_before = get(k, "secret", "back-ca", namespace)["data"]
+    k("delete", kind, child, "-n", namespace, "--wait=true")
+    started = time.monotonic()
+    new = wait_until(
+        f"{kind} {child} to come back",
+        lambda: (
+            obj
+            if (obj := get(k, kind, child, namespace))["metadata"]["uid"] != old["metadata"]["uid"]
+            else None
+        ),
+        timeout=30,
+    )
+    print(f"{kind} {child} back after {time.monotonic() - started:.1f}s")
+    assert new["metadata"]["ownerReferences"][0]["name"] == "back"
+    # The CA is never re-issued because a leaf went missing.
+    assert get(k, "secret", "back-ca", namespace)["data"] == ca_before
+    wait_phase(k, "back", namespace, "Ready")
+
+
+# --- 4: noCreate and noRecreate ---------------------------------------------------------------
+
+
+def test_no_create_without_workload_reports_missing(k: Kubectl, namespace: str) -> None:
+    k.apply(builder("adopt", namespace, noCreate=True))
+    obj = wait_phase(k, "adopt", namespace, "Missing")
+    assert "adopt-0" in obj["status"]["message"] and namespace in obj["status"]["message"]
+    time.sleep(3)
+    assert children(k, namespace) == {}, "noCreate created something"
+
+
+def test_no_create_adopts_existing_workload(k: Kubectl, namespace: str) -> None:
+    rendered = subprocess.run(
+        [str(OPERATOR_BIN), "render", "-f", "-", "-n", namespace],
+        input=yaml.safe_dump(builder("adopt", namespace, noCreate=True,
+                                     cache={"type": "ephemeral", "size": "1Gi"})),
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    workload = next(d for d in yaml.safe_load_all(rendered) if d["kind"] == "Deployment")
+    k.apply(workload)  # made by someone else, before the Builder exists
+    k.apply(builder("adopt", namespace, noCreate=True, cache={"type": "ephemeral", "size": "1Gi"}))
+    obj = wait_phase(k, "adopt", namespace, "Ready")
+    assert obj["status"]["readyReplicas"] == 1
+    dep = get(k, "deployment", "adopt-0", namespace)
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    assert "service/adopt" in k("get", "service", "-n", namespace, "-o", "name")
+
+
+def test_no_recreate_reports_drift_then_applies(k: Kubectl, namespace: str) -> None:
+    k.apply(builder("hold", namespace, noRecreate=True, cache={"type": "ephemeral", "size": "1Gi"}))
+    wait_phase(k, "hold", namespace, "Ready")
+    before = {key: o["metadata"]["resourceVersion"] for key, o in children(k, namespace).items()}
+    patch_spec(
+        k,
+        "hold",
+        namespace,
+        {"image": "registry.example/buildkit:held", "buildkitd": {"maxParallelism": 2}},
+    )
+    obj = wait_phase(k, "hold", namespace, "Drifted")
+    drifted = obj["status"]["driftedFields"]
+    assert any("Deployment hold-0" in f and "image" in f for f in drifted), drifted
+    assert any("ConfigMap hold-config" in f for f in drifted), drifted
+    cond = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert cond["Drifted"]["status"] == "True" and cond["Ready"]["status"] == "False"
+    time.sleep(3)
+    after = {key: o["metadata"]["resourceVersion"] for key, o in children(k, namespace).items()}
+    assert after == before, "noRecreate touched a child"
+
+    patch_spec(k, "hold", namespace, {"noRecreate": False})
+    wait_phase(k, "hold", namespace, "Ready")
+    dep = get(k, "deployment", "hold-0", namespace)
+    assert (
+        dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "registry.example/buildkit:held"
+    )
+    assert (
+        "max-parallelism = 2"
+        in get(k, "configmap", "hold-config", namespace)["data"]["buildkitd.toml"]
+    )
+    assert get(k, "builder", "hold", namespace)["status"]["driftedFields"] == []
+
+
+# --- 5: deletion ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retain", [True, False])
+def test_delete_builder_removes_children(k: Kubectl, namespace: str, retain: bool) -> None:
+    k.apply(builder("gone", namespace, replicas=2, cache={"size": "2Gi", "retain": retain}))
+    wait_phase(k, "gone", namespace, "Ready")
+    k("delete", "builder", "gone", "-n", namespace, "--wait=true")
+    wait_until(
+        "the garbage collector to remove the children",
+        lambda: set(children(k, namespace, "deployments,services,configmaps,secrets")) == set(),
+        timeout=60,
+    )
+    claims = lambda: sorted(  # noqa: E731
+        c["metadata"]["name"] for c in k.json("get", "pvc", "-n", namespace)["items"]
+        if not c["metadata"].get("deletionTimestamp")
+    )  # fmt: skip
+    if retain:
+        time.sleep(3)
+        assert claims() == ["gone-cache-0", "gone-cache-1"]
+        # A Builder of the same name finds its cache again.
+        k.apply(builder("gone", namespace, replicas=2, cache={"size": "2Gi", "retain": True}))
+        wait_phase(k, "gone", namespace, "Ready")
+        assert claims() == ["gone-cache-0", "gone-cache-1"]
+    else:
+        wait_until("the cache claims to be deleted", lambda: claims() == [], timeout=60)
+
+
+# --- 8: an invalid edit leaves what runs alone -------------------------------------------------
+
+
+def test_invalid_edit_keeps_builder_running(k: Kubectl, namespace: str) -> None:
+    k.apply(builder("bad", namespace, cache={"type": "ephemeral", "size": "1Gi"}))
+    wait_phase(k, "bad", namespace, "Ready")
+    before = {key: o["metadata"]["resourceVersion"] for key, o in children(k, namespace).items()}
+    patch_spec(k, "bad", namespace, {"buildkitd": {"config": "[worker.oci\nmax-parallelism = 2"}})
+    obj = wait_phase(k, "bad", namespace, "Invalid")
+    assert "spec.buildkitd.config" in obj["status"]["message"]
+    assert "TOML" in obj["status"]["message"]
+    assert obj["status"]["endpoint"]  # still where clients connect
+    time.sleep(3)
+    after = {key: o["metadata"]["resourceVersion"] for key, o in children(k, namespace).items()}
+    assert after == before, "an invalid edit changed what runs"
+    assert all(p["status"]["phase"] == "Running" for p in pods_of(k, namespace, "bad"))
+    events = k("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=bad")
+    assert "InvalidSpec" in events
+    # Fixing the edit brings it back to Ready.
+    k("patch", "builder", "bad", "-n", namespace, "--type=json", "-p",
+      json.dumps([{"op": "remove", "path": "/spec/buildkitd/config"}]))  # fmt: skip
+    wait_phase(k, "bad", namespace, "Ready")
+
+
+def test_api_server_rejects_what_the_schema_can(k: Kubectl, namespace: str) -> None:
+    cases = [
+        ({"cache": {"size": "50Gib"}}, "spec.cache.size"),
+        ({"replicas": -1}, "spec.replicas"),
+        ({"tls": {"mode": "bogus"}}, "spec.tls.mode"),
+        ({"tls": {"mode": "secret"}}, "tls.secretName is required"),
+        ({"nodeSelector": {"a": 1}}, "spec.nodeSelector.a"),
+    ]
+    for spec, needle in cases:
+        out = k(
+            "apply", "-f", "-", input=yaml.safe_dump(builder("rej", namespace, **spec)), check=False
+        )
+        assert needle in out, f"{spec}: {out}"
+    assert "rej" not in k("get", "bk", "-n", namespace, "-o", "name")
+
+
+# --- 6 and 7: restarts, scale, and idleness ----------------------------------------------------
+
+FLEET = 20
+
+
+def _fleet(k: Kubectl, ns: str) -> None:
+    for i in range(FLEET):
+        k.apply(builder(f"fleet-{i:02d}", ns, cache={"size": "1Gi"}))
+
+
+def test_restart_mid_creation_leaves_one_set_each(
+    k: Kubectl, namespace: str, operator_under_test: Operator
+) -> None:
+    operator = operator_under_test
+    _fleet(k, namespace)
+    wait_until(
+        "some certificates to be issued",
+        lambda: len(k.json("get", "secrets", "-n", namespace, "-l", MANAGED)["items"]) >= 6,
+        timeout=60,
+    )
+    operator.stop(signal.SIGKILL)  # no chance to finish anything
+    secrets_before = {
+        s["metadata"]["name"]: (s["metadata"]["uid"], s["data"])
+        for s in k.json("get", "secrets", "-n", namespace, "-l", MANAGED)["items"]
+    }
+    operator.start()
+    for i in range(FLEET):
+        wait_phase(k, f"fleet-{i:02d}", namespace, "Ready", timeout=180)
+
+    found = children(k, namespace)
+    for i in range(FLEET):
+        name = f"fleet-{i:02d}"
+        mine = {
+            key
+            for key in found
+            if key.split("/", 1)[1].startswith(name + "-") or key.split("/", 1)[1] == name
+        }
+        assert mine == {
+            f"Deployment/{name}-0", f"Service/{name}", f"ConfigMap/{name}-config",
+            f"Secret/{name}-ca", f"Secret/{name}-server-tls", f"Secret/{name}-client-tls",
+            f"PersistentVolumeClaim/{name}-cache-0",
+        }, name  # fmt: skip
+    replica_sets = k.json("get", "replicasets", "-n", namespace)["items"]
+    assert len(replica_sets) == FLEET, "a Deployment was rolled or duplicated"
+    secrets_after = {
+        s["metadata"]["name"]: (s["metadata"]["uid"], s["data"])
+        for s in k.json("get", "secrets", "-n", namespace, "-l", MANAGED)["items"]
+    }
+    for name, before in secrets_before.items():
+        assert secrets_after[name] == before, f"{name} was re-issued after the restart"
+
+
+def test_idle_operator_writes_nothing(k: Kubectl, namespace: str, cluster: Any) -> None:
+    _fleet(k, namespace)
+    for i in range(FLEET):
+        wait_phase(k, f"fleet-{i:02d}", namespace, "Ready", timeout=180)
+    # Let the last status writes and rollouts settle.
+    time.sleep(5)
+    kinds = "builders,deployments,services,configmaps,secrets,pvc"
+
+    def versions() -> dict[str, str]:
+        items = k.json("get", kinds, "-n", namespace)["items"]
+        return {
+            f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["resourceVersion"] for o in items
+        }
+
+    before = versions()
+    since = time.time()
+    time.sleep(30)
+    writes = [w for w in operator_writes(cluster, since) if f"/namespaces/{namespace}/" in w]
+    print(f"operator writes during 30 idle seconds with {FLEET} Builders: {len(writes)}")
+    assert writes == [], writes
+    assert versions() == before
