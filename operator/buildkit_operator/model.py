@@ -270,7 +270,8 @@ class TLSSpec(_Model):
             "x-kubernetes-validations": [
                 {
                     "rule": (
-                        "self.mode != 'secret' || (has(self.secretName) && self.secretName != '')"
+                        "!has(self.mode) || self.mode != 'secret' || "
+                        "(has(self.secretName) && self.secretName != '')"
                     ),
                     "message": "tls.secretName is required when tls.mode is secret",
                     "fieldPath": ".secretName",
