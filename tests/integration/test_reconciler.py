@@ -7,13 +7,14 @@ the API server's audit log tells the operator's writes apart from everyone else'
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -580,3 +581,64 @@ def test_idle_operator_writes_nothing(k: Kubectl, namespace: str, cluster: Any) 
     print(f"operator writes during 30 idle seconds with {FLEET} Builders: {len(writes)}")
     assert writes == [], writes
     assert versions() == before
+
+
+# --- TLS lifecycle: renewal inside the window -------------------------------------------------
+
+
+def test_certificate_inside_renewal_window_is_renewed(k: Kubectl, namespace: str) -> None:
+    from cryptography import x509
+
+    from buildkit_operator.model import Builder
+    from buildkit_operator.render import server_sans
+    from buildkit_operator.tls import ensure_tls
+
+    spec = {"cache": {"type": "ephemeral", "size": "1Gi"}}
+    k.apply(builder("renew", namespace, **spec))
+    first = wait_phase(k, "renew", namespace, "Ready")
+    ca_before = get(k, "secret", "renew-ca", namespace)["data"]
+    original = get(k, "secret", "renew-server-tls", namespace)["data"]
+    hash_before = get(k, "deployment", "renew-0", namespace)["spec"]["template"]["metadata"][
+        "annotations"
+    ]["buildkit.dev/tls-hash"]
+
+    # A server certificate from the Builder's own CA that expires in 20 days: inside the
+    # 30-day renewal window.
+    model = Builder.from_manifest(builder("renew", namespace, **spec))
+    ca = {key: base64.b64decode(value) for key, value in ca_before.items()}
+    short = ensure_tls(
+        {"ca": ca},
+        name="renew",
+        server_sans=server_sans(model),
+        now=datetime.now().astimezone(),
+        leaf_validity=timedelta(days=20),
+        renew_before=timedelta(days=1),
+    ).secret_data()["server"]
+    planted = {key: base64.b64encode(value).decode() for key, value in short.items()}
+    k("patch", "secret", "renew-server-tls", "-n", namespace, "--type=merge", "-p",
+      json.dumps({"data": planted}))  # fmt: skip
+
+    def renewed() -> dict[str, str] | None:
+        data = get(k, "secret", "renew-server-tls", namespace)["data"]
+        return data if data["cert.pem"] not in (planted["cert.pem"], original["cert.pem"]) else None
+
+    data = wait_until("the server certificate to be renewed", renewed, timeout=30)
+    cert = x509.load_pem_x509_certificate(base64.b64decode(data["cert.pem"]))
+    assert cert.not_valid_after_utc > datetime.now().astimezone() + timedelta(days=300)
+    assert get(k, "secret", "renew-ca", namespace)["data"] == ca_before, "the CA was re-issued"
+    wait_until(
+        "the pods to roll onto the renewed certificate",
+        lambda: (
+            get(k, "deployment", "renew-0", namespace)["spec"]["template"]["metadata"][
+                "annotations"
+            ]["buildkit.dev/tls-hash"]
+            != hash_before
+        ),
+    )
+    obj = wait_phase(k, "renew", namespace, "Ready")
+    assert obj["status"]["certificateNotAfter"] == cert.not_valid_after_utc.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    assert obj["status"]["certificateNotAfter"] >= first["status"]["certificateNotAfter"]
+    events = k("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=renew")
+    assert "renewal window" in events

@@ -1,0 +1,130 @@
+"""status: phase, conditions and stability (equal inputs give equal status: no writes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from buildkit_operator.model import Builder
+from buildkit_operator.plan import Plan
+from buildkit_operator.status import compute_status, daemon_state, invalid_status
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def make(**spec: Any) -> Builder:
+    return Builder.from_manifest(
+        {
+            "apiVersion": "buildkit.dev/v1alpha1",
+            "kind": "Builder",
+            "metadata": {"name": "team-a", "namespace": "ci", "generation": 3},
+            "spec": spec,
+        }
+    )
+
+
+def deployment(ready: int, generation: int = 1, observed: int = 1, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "observedGeneration": observed,
+            "readyReplicas": ready,
+            "updatedReplicas": ready,
+            **status,
+        },
+    }
+
+
+def status_for(builder: Builder, plan: Plan, readies: list[int], **kw: Any) -> dict[str, Any]:
+    daemons = [daemon_state(f"team-a-{i}", deployment(r)) for i, r in enumerate(readies)]
+    return compute_status(
+        builder,
+        plan,
+        daemons,
+        certificate_not_after=kw.get("not_after"),
+        previous=kw.get("previous", {}),
+        now=kw.get("now", NOW),
+    )
+
+
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_ready() -> None:
+    s = status_for(make(replicas=2), Plan(), [1, 1], not_after=NOW + timedelta(days=365))
+    assert s["phase"] == "Ready" and s["ready"] == "2/2" and s["readyReplicas"] == 2
+    assert s["endpoint"] == "tcp://team-a.ci.svc:1234"
+    assert s["clientSecretName"] == "team-a-client-tls"
+    assert s["certificateNotAfter"] == "2027-11-24T00:00:00Z"
+    assert s["observedGeneration"] == 3
+    c = conditions(s)
+    assert c["Ready"]["status"] == "True"
+    assert c["Drifted"]["status"] == "False" and c["Degraded"]["status"] == "False"
+
+
+def test_pending_then_degraded() -> None:
+    assert status_for(make(replicas=2), Plan(), [0, 0])["phase"] == "Pending"
+    s = status_for(make(replicas=2), Plan(), [1, 0])
+    assert s["phase"] == "Degraded" and "team-a-1" in s["message"]
+    assert conditions(s)["Degraded"]["status"] == "True"
+
+
+def test_failed_rollout_is_degraded_with_the_reason() -> None:
+    failing = deployment(
+        0,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "x" has timed out progressing.',
+            }
+        ],
+    )
+    s = compute_status(
+        make(), Plan(), [daemon_state("team-a-0", failing)],
+        certificate_not_after=None, previous={}, now=NOW,
+    )  # fmt: skip
+    assert s["phase"] == "Degraded" and "timed out progressing" in s["message"]
+
+
+def test_stale_generation_is_not_ready() -> None:
+    state = daemon_state("team-a-0", deployment(1, generation=2, observed=1))
+    assert not state.ready
+
+
+def test_missing_and_drifted_say_what_to_do() -> None:
+    s = status_for(make(noCreate=True), Plan(missing=("Deployment team-a-0",)), [])
+    assert s["phase"] == "Missing" and "noCreate" in s["message"] and "team-a-0" in s["message"]
+    drift = Plan(drifted=("Deployment team-a-0: spec.template.spec.containers[buildkitd].image",))
+    s = status_for(make(noRecreate=True), drift, [1])
+    assert s["phase"] == "Drifted" and s["driftedFields"] == list(drift.drifted)
+    assert conditions(s)["Drifted"]["status"] == "True"
+    assert "set noRecreate to false" in s["message"]
+
+
+def test_same_world_same_status_keeps_transition_times() -> None:
+    first = status_for(make(), Plan(), [1])
+    later = status_for(make(), Plan(), [1], previous=first, now=NOW + timedelta(hours=1))
+    assert later == first
+    degraded = status_for(make(), Plan(), [0], previous=first, now=NOW + timedelta(hours=2))
+    assert conditions(degraded)["Ready"]["lastTransitionTime"] == "2026-11-24T02:00:00Z"
+
+
+def test_invalid_keeps_what_describes_the_running_builder() -> None:
+    running = status_for(make(), Plan(), [1])
+    s = invalid_status(
+        ["spec.buildkitd.config: not valid TOML"], generation=4, previous=running, now=NOW
+    )
+    assert s["phase"] == "Invalid" and "spec.buildkitd.config" in s["message"]
+    assert s["endpoint"] == running["endpoint"] and s["readyReplicas"] == 1
+    assert conditions(s)["Ready"]["reason"] == "InvalidSpec"
+    assert (
+        invalid_status(["spec.buildkitd.config: not valid TOML"], generation=4, previous=s, now=NOW)
+        == s
+    )
+
+
+def test_tls_disabled_has_no_client_secret() -> None:
+    assert "clientSecretName" not in status_for(make(tls={"mode": "disabled"}), Plan(), [1])
