@@ -642,3 +642,38 @@ def test_certificate_inside_renewal_window_is_renewed(k: Kubectl, namespace: str
     assert obj["status"]["certificateNotAfter"] >= first["status"]["certificateNotAfter"]
     events = k("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=renew")
     assert "renewal window" in events
+
+
+# --- connect: from a Ready Builder to a client certificate ------------------------------------
+
+
+def test_connect_writes_a_working_client_certificate(
+    k: Kubectl, namespace: str, cluster: Any, tmp_path: Path
+) -> None:
+    from cryptography import x509
+    from cryptography.x509.verification import PolicyBuilder, Store
+
+    k.apply(builder("conn", namespace, cache={"type": "ephemeral", "size": "1Gi"}))
+    wait_phase(k, "conn", namespace, "Ready")
+    out = tmp_path / "certs"
+    proc = subprocess.run(
+        [str(OPERATOR_BIN), "connect", "conn", "-n", namespace, "-o", str(out),
+         "--kubeconfig", str(cluster.kubeconfig)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"--addr tcp://conn.{namespace}.svc:1234" in proc.stdout
+    assert f"--tlsservername conn.{namespace}.svc" in proc.stdout
+    assert "docker buildx create --name conn --driver remote" in proc.stdout
+    assert (out / "key.pem").stat().st_mode & 0o077 == 0, "the private key is readable by others"
+    ca = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    verifier = PolicyBuilder().store(Store([ca])).build_client_verifier()
+    verifier.verify(cert, [])  # raises if the client certificate is not good for this CA
+    missing = subprocess.run(
+        [str(OPERATOR_BIN), "connect", "nope", "-n", namespace,
+         "--kubeconfig", str(cluster.kubeconfig)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "no Builder nope" in missing.stderr
+    assert "Traceback" not in missing.stderr
