@@ -19,6 +19,7 @@ from . import __version__
 from .crd import crd_yaml
 from .model import API_VERSION, KIND, Builder, InvalidBuilder
 from .render import render_builder, server_sans
+from .render.config import unknown_keys
 from .tls import ensure_tls
 
 EXIT_USAGE = 2
@@ -82,6 +83,13 @@ def render_objects(builders: Sequence[Builder], now: datetime) -> list[dict[str,
     """What the operator would create, with freshly issued TLS material where it runs a CA."""
     objects: list[dict[str, Any]] = []
     for builder in builders:
+        unknown = unknown_keys(builder.spec.buildkitd.config)
+        if unknown:
+            print(
+                f"buildkit-operator: warning: Builder {builder.namespace}/{builder.name}: "
+                f"buildkitd ignores these keys of spec.buildkitd.config: {', '.join(unknown)}",
+                file=sys.stderr,
+            )
         bundle = None
         if builder.spec.tls.mode == "auto":
             bundle = ensure_tls({}, name=builder.name, server_sans=server_sans(builder), now=now)

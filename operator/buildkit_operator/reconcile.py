@@ -17,6 +17,7 @@ from .model import Builder, InvalidBuilder
 from .names import ChildNames
 from .plan import WORKLOAD_KIND, Action, Plan, plan
 from .render import render_builder, server_sans
+from .render.config import unknown_keys
 from .render.secrets import tls_hash
 from .status import compute_status, daemon_state, invalid_status
 from .tls import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
@@ -155,6 +156,15 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
             "CertificateIssued",
             f"issued {', '.join(sorted(bundle.issued))} certificate(s): "
             + ("; ".join(bundle.reasons) or "none existed"),
+        )
+
+    unknown = unknown_keys(builder.spec.buildkitd.config)
+    if unknown and any(a.kind == "ConfigMap" for a in the_plan.actions):
+        kube.event(
+            obj,
+            "Warning",
+            "UnknownConfigKeys",
+            "buildkitd ignores these keys of spec.buildkitd.config: " + ", ".join(unknown),
         )
 
     done: list[str] = []
