@@ -5,6 +5,7 @@
 #   rootless: rootlesskit, uidmap (newuidmap/newgidmap), fuse-overlayfs, and an account with
 #             uid 1000 (the rootless image's user) with subordinate uid/gid ranges.
 # The rootless image runs rootlesskit with its default host network, so slirp4netns is not needed.
+# Also iproute2 (ip netns, veth), for the network namespace the registry mirror test makes.
 #
 # Idempotent: installs only missing packages, runs `apt-get update` only when a package has no
 # install candidate, and changes no account or range that already exists. Every action is
@@ -31,7 +32,7 @@ done
 
 log() { printf 'install-runtime-deps: %s\n' "$*" >&2; }
 
-packages=(runc)
+packages=(runc iproute2)
 $rootless && packages+=(rootlesskit uidmap fuse-overlayfs)
 
 installed() {
@@ -64,16 +65,27 @@ if [ ${#missing[@]} -gt 0 ]; then
   }
   # Other users of the machine may hold the dpkg lock: wait for it rather than fail.
   apt_opts=(-o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0)
+  updated=false
   for p in "${missing[@]}"; do
     if ! has_candidate "$p"; then
       log "no install candidate for $p: apt-get update"
       apt-get "${apt_opts[@]}" update -qq >&2
+      updated=true
       break
     fi
   done
+  install() {
+    DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -qq \
+      --no-install-recommends "${missing[@]}" >&2
+  }
   log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -qq \
-    --no-install-recommends "${missing[@]}" >&2
+  if ! install; then
+    # Package lists older than the mirror name versions it no longer has.
+    $updated && exit 1
+    log "install failed: apt-get update, then one more try"
+    apt-get "${apt_opts[@]}" update -qq >&2
+    install
+  fi
 else
   log "packages present: ${packages[*]}"
 fi

@@ -16,9 +16,12 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import re
+import secrets
+import select
 import shutil
 import signal
 import socket
@@ -28,10 +31,11 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -88,7 +92,8 @@ class Rendered:
         containers = [c for c in pod["containers"] if c["name"] == "buildkitd"]
         if len(containers) != 1:
             raise HarnessError(f"no container named buildkitd in {self.deployments[daemon]}")
-        return containers[0]
+        container: dict[str, Any] = containers[0]
+        return container
 
     def config_toml(self) -> str:
         (config_map,) = self.of_kind("ConfigMap")
@@ -255,6 +260,27 @@ class Buildctl:
             )
         return result
 
+    def refusals(
+        self, attempts: int = 6, explained_by: Sequence[str] = ("tls:", "x509:")
+    ) -> list[str]:
+        """Errors of `debug workers` calls, each of which must fail; stops at the first error
+        that names its TLS cause. A client refused in a TLS 1.3 handshake may see the server's
+        alert (`remote error: tls: ...`) or, when it writes first, only `broken pipe`."""
+        errors = []
+        for _ in range(attempts):
+            result = self.run("debug", "workers", check=False)
+            if result.returncode == 0:
+                raise HarnessError(f"the daemon served this client:\n{result.stdout}")
+            errors.append(result.stderr.strip())
+            if any(word in errors[-1] for word in explained_by):
+                break
+        return errors
+
+    @staticmethod
+    def telling(errors: Sequence[str]) -> str:
+        """The refusal that names its cause, if any did."""
+        return next((e for e in errors if "tls:" in e or "x509:" in e), errors[-1])
+
     def build(
         self,
         context: Path,
@@ -356,15 +382,24 @@ class Daemon:
         """Materialise the pod's volumes and build the host-path map for its mounts."""
         base = self.layout.base
         volumes = {v["name"]: v for v in self.pod.get("volumes", [])}
-        uid = ROOTLESS_UID if self.rootless else 0
         group = (self.pod.get("securityContext") or {}).get("fsGroup")
         paths: dict[str, Path] = {}
+        cache_mounts = 0
         for mount in self.container.get("volumeMounts", []):
             volume = volumes[mount["name"]]
             if "persistentVolumeClaim" in volume or "emptyDir" in volume:
+                cache_mounts += 1
+                if cache_mounts > 1:
+                    raise HarnessError(f"more than one writable volume mounted: {mount}")
                 host = self.layout.state
                 host.mkdir(parents=True, exist_ok=True)
-                os.chown(host, uid, group if group is not None else uid)
+                if group is not None:
+                    # What the kubelet does to a volume for fsGroup: group-owned, setgid,
+                    # group-writable; the owner stays root.
+                    os.chown(host, 0, group)
+                    host.chmod(0o2775)
+                else:
+                    host.chmod(0o755)
             else:
                 host = base / "volumes" / mount["name"]
                 host.mkdir(parents=True, exist_ok=True)
@@ -479,6 +514,34 @@ class Daemon:
             certs = self.rendered.client_certs(self.layout.base / "client")
         return Buildctl(self.bin_dir / "buildctl", self.address, certs, server_name)
 
+    def run_probe(self, kind: str = "readinessProbe") -> subprocess.CompletedProcess[str]:
+        """The container's exec probe, as the kubelet runs it: the container's user, the
+        in-container paths mapped like the daemon's."""
+        probe = self.container.get(kind) or {}
+        if "exec" not in probe:
+            raise HarnessError(f"the buildkitd container has no exec {kind}: {probe}")
+        command = [self._map_arg(a) for a in probe["exec"]["command"]]
+        if "/" not in command[0]:
+            command[0] = str(self.bin_dir / command[0])
+        user = (self.container.get("securityContext") or {}).get("runAsUser")
+        if user is not None:
+            group = (self.container.get("securityContext") or {}).get("runAsGroup", user)
+            setpriv = ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", "--"]
+            command = [*setpriv, *command]
+        _, env = self.command()
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=probe.get("timeoutSeconds", 10) + 20,
+            check=False,
+        )
+
+    def plaintext_client(self) -> Buildctl:
+        """buildctl without TLS at all."""
+        return Buildctl(self.bin_dir / "buildctl", self.address, None, None)
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         client = self.client()
@@ -519,12 +582,101 @@ class Daemon:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            print(f"buildkitd {process.pid} ignored SIGTERM for {timeout:.0f}s: killing", file=sys.stderr)
+            print(f"buildkitd {process.pid} ignored SIGTERM for {timeout:.0f}s", file=sys.stderr)
         # rootlesskit's children and anything they started share the session's process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(10)
+
+
+def tls_handshake(address: str, certs: ClientCerts, server_name: str = "localhost") -> str:
+    """Speak TLS (OpenSSL, through Python's ssl) to a daemon's TCP listener with exactly these
+    client certificates and read what the server sends first. Returns "ok" when the server
+    speaks HTTP/2, else the TLS error. Unlike Go's client, OpenSSL presents the configured
+    certificate even when the server asks for another issuer, so the server's own check of
+    the chain is what decides."""
+    import ssl
+
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(str(certs.ca))
+    if certs.cert is not None and certs.key is not None:
+        context.load_cert_chain(str(certs.cert), str(certs.key))
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=20) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname=server_name) as tls:
+                # An HTTP/2 server speaks first (its SETTINGS frame) once the handshake is done.
+                reply = tls.recv(64)
+                return "ok" if reply else "connection closed"
+        except (ssl.SSLError, ConnectionError) as err:
+            return f"{type(err).__name__}: {err}"
+
+
+RenderBuilders = Callable[[Mapping[str, Mapping[str, Any]]], dict[str, Rendered]]
+
+
+class DaemonPool:
+    """Starts daemons and guarantees each is stopped, and its files removed, at teardown."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.daemons: list[Daemon] = []
+        self.dirs: list[Path] = []
+        self._rootless_bin: Path | None = None
+
+    def layout(self) -> DaemonLayout:
+        """Directories for a daemon; pass the same layout again to restart on the same cache."""
+        base = short_tempdir("bke2e-")
+        self.dirs.append(base)
+        return DaemonLayout(base=base, state=base / "cache")
+
+    def rootless_bin(self) -> Path:
+        """A copy of the binaries uid 1000 can execute (the build cache under /root is not)."""
+        if self._rootless_bin is None:
+            target = short_tempdir("bke2e-bin-")
+            self.dirs.append(target)
+            for program in ("buildkitd", "buildctl"):
+                shutil.copy2(self.bin_dir / program, target / program)
+            target.chmod(0o755)
+            self._rootless_bin = target
+        return self._rootless_bin
+
+    def start(
+        self,
+        rendered: Rendered,
+        *,
+        layout: DaemonLayout | None = None,
+        daemon: int = 0,
+        extra_args: Sequence[str] = (),
+    ) -> Daemon:
+        rootless = "--oci-worker-no-process-sandbox" in rendered.container(daemon).get("args", [])
+        bin_dir = self.rootless_bin() if rootless else self.bin_dir
+        instance = Daemon(
+            rendered,
+            bin_dir,
+            daemon=daemon,
+            layout=layout or self.layout(),
+            extra_args=extra_args,
+        )
+        self.daemons.append(instance)
+        print(f"e2e: starting buildkitd for {rendered.name} on {instance.address}", file=sys.stderr)
+        instance.start()
+        print(f"e2e: {' '.join(instance.args)}", file=sys.stderr)
+        return instance
+
+    def close(self) -> None:
+        errors = []
+        for instance in reversed(self.daemons):
+            try:
+                instance.stop()
+            except Exception as err:
+                errors.append(f"{instance.address}: {err}")
+        for d in self.dirs:
+            remove_tree(d)
+        if errors:
+            raise HarnessError("stopping buildkitd failed: " + "; ".join(errors))
 
 
 # --------------------------------------------------------------------------- build inputs
@@ -566,6 +718,56 @@ def host_rootfs(directory: Path, programs: Sequence[str] = HOST_PROGRAMS) -> Pat
         (directory / d).mkdir(exist_ok=True)
     (directory / "tmp").chmod(0o1777)
     return directory
+
+
+# A build that runs programs in containers: the base image is this machine's programs, passed
+# as the named context "rootfs" and copied into a stage (RUN directly on a local context would
+# never hit the cache: BuildKit keys a local source by its client session, a COPY of it by
+# content). The loop makes the cold build take measurable CPU time.
+RUN_DOCKERFILE = """\
+FROM scratch AS base
+COPY --from=rootfs / /
+
+FROM base AS work
+RUN i=0; while [ $i -lt {loops} ]; do i=$((i+1)); done; echo "$i" > /count
+COPY input.txt /input.txt
+RUN sha256sum /input.txt > /input.sha256
+
+FROM scratch
+COPY --from=work /count /input.sha256 /out/
+COPY input.txt /out/input.txt
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunBuild:
+    context: Path
+    opts: dict[str, str]
+    locals_: dict[str, Path]
+    input_text: str
+    loops: int
+
+
+def run_build_inputs(directory: Path, input_text: str, loops: int = 2_000_000) -> RunBuild:
+    rootfs = host_rootfs(directory / "rootfs")
+    context = write_context(
+        directory / "context", RUN_DOCKERFILE.format(loops=loops), {"input.txt": input_text}
+    )
+    return RunBuild(
+        context=context,
+        opts={"context:rootfs": "local:rootfs"},
+        locals_={"rootfs": rootfs},
+        input_text=input_text,
+        loops=loops,
+    )
+
+
+def check_run_output(files: Mapping[str, bytes], inputs: RunBuild) -> None:
+    """The files the RUN steps wrote: proof the worker executed them."""
+    digest = hashlib.sha256(inputs.input_text.encode()).hexdigest()
+    assert files["/out/count"] == f"{inputs.loops}\n".encode(), files.get("/out/count")
+    assert files["/out/input.sha256"] == f"{digest}  /input.txt\n".encode()
+    assert files["/out/input.txt"] == inputs.input_text.encode()
 
 
 # --------------------------------------------------------------------------- OCI images
@@ -610,6 +812,51 @@ def oci_image_files(tarball: Path) -> dict[str, bytes]:
                         extracted = layer_tar.extractfile(entry)
                         files[name] = extracted.read() if extracted else b""
     return files
+
+
+# --------------------------------------------------------------------------- worker info
+
+_SI = {"B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "PB": 10**15}
+
+
+def parse_size(text: str) -> float:
+    """A size as `buildctl debug workers -v` prints it (decimal units: 8.05306368GB)."""
+    match = re.fullmatch(r"([\d.e+]+)\s*([kKMGTP]?B)", text.strip())
+    if not match:
+        raise HarnessError(f"not a size: {text!r}")
+    return float(match.group(1)) * _SI[match.group(2)]
+
+
+@dataclasses.dataclass
+class WorkerInfo:
+    platforms: list[str]
+    labels: dict[str, str]
+    gc_rules: list[dict[str, str]]
+
+
+def parse_workers_verbose(text: str) -> list[WorkerInfo]:
+    """`buildctl debug workers -v`: one block per worker, starting with `ID:`."""
+    workers: list[WorkerInfo] = []
+    section = ""
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        key, _, value = raw.strip().partition(":")
+        value = value.strip()
+        if not raw.startswith((" ", "\t")):
+            section = key
+            if key == "ID":
+                workers.append(WorkerInfo([], {}, []))
+            elif key == "Platforms":
+                workers[-1].platforms = value.split(",")
+            elif key.startswith("GC Policy rule"):
+                workers[-1].gc_rules.append({})
+            continue
+        if section == "Labels":
+            workers[-1].labels[key] = value
+        elif section.startswith("GC Policy rule"):
+            workers[-1].gc_rules[-1][key] = value
+    return workers
 
 
 # --------------------------------------------------------------------------- a tiny registry
@@ -668,91 +915,393 @@ def image_from_rootfs(rootfs: Path) -> RegistryImage:
     )
 
 
-class Registry:
-    """A read-only OCI distribution endpoint over plain HTTP serving some images; it records
-    every request it was sent (and every connection that did not speak HTTP)."""
+class NetnsUnavailable(Exception):
+    """This process cannot create network namespaces; the message says why."""
 
-    def __init__(self, host: str, images: Mapping[str, RegistryImage]) -> None:
-        self.images = dict(images)  # "library/name:tag" -> image
-        self.requests: list[tuple[str, str]] = []
-        self.bad_requests = 0
-        registry = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21  # `ip netns add` bind-mounts the namespace under /run/netns
+BENCHMARK_NET = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544, never routed
 
-            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-                if code == 400:
-                    registry.bad_requests += 1
-                super().send_error(code, message, explain)
 
-            def _serve(self, body: bool) -> None:
-                registry.requests.append((self.command, self.path))
-                match = re.match(r"^/v2/(.+)/(manifests|blobs)/([^/]+)$", self.path)
-                if self.path.rstrip("/") == "/v2":
-                    self._reply(200, b"{}", "application/json", body)
-                    return
-                if not match:
-                    self._reply(404, b"{}", "application/json", body)
-                    return
-                repo, kind, ref = match.groups()
-                for key, image in registry.images.items():
-                    name, tag = key.rsplit(":", 1)
-                    if name != repo:
-                        continue
-                    if kind == "manifests" and ref in (tag, image.manifest_digest):
-                        self._reply(
-                            200,
-                            image.manifest,
-                            "application/vnd.oci.image.manifest.v1+json",
-                            body,
-                            digest=image.manifest_digest,
-                        )
-                        return
-                    if kind == "blobs" and ref in image.blobs:
-                        self._reply(200, image.blobs[ref], "application/octet-stream", body, ref)
-                        return
-                self._reply(404, b'{"errors":[{"code":"NOT_FOUND"}]}', "application/json", body)
+def netns_unavailable() -> str | None:
+    """Why this process cannot create network namespaces, or None when it seems able to."""
+    status = Path("/proc/self/status").read_text()
+    match = re.search(r"^CapEff:\s*([0-9a-fA-F]+)$", status, re.MULTILINE)
+    effective = int(match.group(1), 16) if match else 0
+    missing = [
+        name
+        for name, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_SYS_ADMIN", CAP_SYS_ADMIN))
+        if not effective & (1 << bit)
+    ]
+    if missing:
+        return (
+            f"creating a network namespace needs {' and '.join(missing)}, which this process "
+            f"(uid {os.geteuid()}) does not have; run the e2e tests as root, in a container "
+            "with those capabilities"
+        )
+    return None
 
-            def _reply(
-                self, code: int, data: bytes, ctype: str, body: bool, digest: str | None = None
-            ) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Docker-Distribution-API-Version", "registry/2.0")
-                if digest:
-                    self.send_header("Docker-Content-Digest", digest)
-                self.end_headers()
-                if body:
-                    self.wfile.write(data)
 
-            def do_GET(self) -> None:
-                self._serve(body=True)
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(
+            ["ip", *args], capture_output=True, text=True, timeout=30, check=False
+        )
+    except FileNotFoundError as err:
+        raise NetnsUnavailable("ip (iproute2) is not installed") from err
+    if check and result.returncode != 0:
+        raise HarnessError(f"ip {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
 
-            def do_HEAD(self) -> None:
-                self._serve(body=False)
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.server.daemon_threads = True
-        self.address = f"{host}:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+def _used_ipv4_networks() -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of this namespace's addresses and routes."""
+    found = []
+    lines = _ip("-4", "-o", "addr", "show").stdout.splitlines()
+    words = [line.split() for line in lines]
+    cidrs = [w[w.index("inet") + 1] for w in words if "inet" in w]
+    cidrs += [line.split()[0] for line in _ip("-4", "route", "show").stdout.splitlines()]
+    for cidr in cidrs:
+        with contextlib.suppress(ValueError):
+            found.append(ipaddress.IPv4Network("0.0.0.0/0" if cidr == "default" else cidr, False))
+    return found
 
-    def __enter__(self) -> Registry:
-        self.thread.start()
+
+class IsolatedNetwork:
+    """A network namespace of the test's own, joined to this one by a veth pair on a /30 of
+    198.18.0.0/15: this side is ``host_address``, the namespace side ``inner_address``.
+
+    The name and addresses are chosen when the object is made, so they can be configured
+    before anything exists; ``create()`` (or ``with``) makes the namespace and the link,
+    ``destroy()`` removes both and checks that nothing is left."""
+
+    def __init__(self) -> None:
+        token = secrets.token_hex(4)
+        self.name = f"bko-e2e-{token}"
+        self.host_link = f"bko{token}h"  # interface names: at most 15 bytes
+        self.inner_link = f"bko{token}n"
+        self.subnet = self._free_subnet()
+        self.host_address = str(self.subnet[1])
+        self.inner_address = str(self.subnet[2])
+        self.made: list[str] = []  # "netns", "link": what destroy() has to remove
+
+    @staticmethod
+    def _free_subnet() -> ipaddress.IPv4Network:
+        """A random /30 of the benchmarking range that nothing here uses yet."""
+        try:
+            used = [n for n in _used_ipv4_networks() if n.prefixlen > 0]
+        except NetnsUnavailable:
+            used = []  # create() will say so
+        count = BENCHMARK_NET.num_addresses // 4
+        for _ in range(100):
+            offset = 4 * secrets.randbelow(count)
+            subnet = ipaddress.IPv4Network((int(BENCHMARK_NET.network_address) + offset, 30))
+            if not any(subnet.overlaps(n) for n in used):
+                return subnet
+        raise HarnessError(f"no free /30 in {BENCHMARK_NET}: {used}")
+
+    def exec_prefix(self) -> list[str]:
+        """Prefix of a command that runs inside the namespace."""
+        return ["ip", "netns", "exec", self.name]
+
+    def create(self) -> None:
+        """Make the namespace and the link; raises NetnsUnavailable when this process may not
+        make namespaces. On any failure, whatever was made is removed again."""
+        reason = netns_unavailable()
+        if reason is not None:
+            raise NetnsUnavailable(reason)
+        added = _ip("netns", "add", self.name, check=False)
+        if added.returncode != 0:
+            raise NetnsUnavailable(f"ip netns add {self.name} failed: {added.stderr.strip()}")
+        self.made.append("netns")
+        bits = self.subnet.prefixlen
+        steps = [
+            f"link add {self.host_link} type veth peer name {self.inner_link} netns {self.name}",
+            f"addr add {self.host_address}/{bits} dev {self.host_link}",
+            f"link set {self.host_link} up",
+            f"-n {self.name} addr add {self.inner_address}/{bits} dev {self.inner_link}",
+            f"-n {self.name} link set {self.inner_link} up",
+            f"-n {self.name} link set lo up",
+        ]
+        try:
+            for step in steps:
+                _ip(*step.split())
+                if step.startswith("link add"):
+                    self.made.append("link")
+        except BaseException as err:
+            try:
+                self.destroy()
+            except Exception as cleanup:
+                err.add_note(f"removing the half-made network failed too: {cleanup}")
+            raise
+        print(
+            f"e2e: network namespace {self.name}: {self.host_link} {self.host_address} <-> "
+            f"{self.inner_link} {self.inner_address}",
+            file=sys.stderr,
+        )
+
+    def leftovers(self) -> list[str]:
+        """What this object made that still exists."""
+        left = []
+        if "netns" in self.made and self.name in _ip("netns", "list").stdout.split():
+            left.append(f"network namespace {self.name}")
+        if "link" in self.made and _ip("link", "show", self.host_link, check=False).returncode == 0:
+            left.append(f"link {self.host_link}")
+        return left
+
+    def destroy(self, timeout: float = 10.0) -> None:
+        """Remove the link and the namespace (stop every process inside first: a namespace
+        lives on while a process is in it) and check that both are gone."""
+        if not self.made:
+            return
+        # Deleting one end of a veth pair deletes the other.
+        if "link" in self.made:
+            _ip("link", "del", self.host_link, check=False)
+        if "netns" in self.made:
+            _ip("netns", "del", self.name, check=False)
+        deadline = time.monotonic() + timeout
+        while left := self.leftovers():
+            if time.monotonic() > deadline:
+                raise HarnessError(f"still present after teardown: {', '.join(left)}")
+            time.sleep(0.1)
+        self.made = []
+
+    def __enter__(self) -> IsolatedNetwork:
+        self.create()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.destroy()
 
 
-def non_loopback_ipv4() -> str | None:
-    """An address of this machine that is not loopback (registries on loopback are always
-    plain HTTP to BuildKit, which would hide the insecureRegistries setting)."""
-    result = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False)
-    for address in result.stdout.split():
-        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", address) and not address.startswith("127."):
-            return address
-    return None
+class Registry:
+    """A read-only OCI distribution endpoint over plain HTTP serving some images, run as a
+    child process (``python buildkit_e2e.py registry``), inside ``network`` when given. The
+    child records every request it is sent, and every connection that tried HTTPS first, in
+    a file that ``requests`` and ``tls_attempts`` read."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        images: Mapping[str, RegistryImage],
+        workdir: Path,
+        network: IsolatedNetwork | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.address = f"{host}:{port}"
+        self.images = dict(images)  # "library/name:tag" -> image
+        self.workdir = workdir
+        self.network = network
+        self.images_path = workdir / "images.json"
+        self.record_path = workdir / "requests.jsonl"
+        self.log_path = workdir / "registry.log"
+        self.process: subprocess.Popen[str] | None = None
+
+    def _records(self) -> list[dict[str, str]]:
+        if not self.record_path.exists():
+            return []
+        lines = self.record_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        return [(r["method"], r["path"]) for r in self._records() if "method" in r]
+
+    @property
+    def tls_attempts(self) -> int:
+        return sum(1 for r in self._records() if r.get("tls"))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.images_path.write_text(
+            json.dumps(
+                {
+                    name: {
+                        "manifest": base64.b64encode(image.manifest).decode(),
+                        "blobs": {d: base64.b64encode(b).decode() for d, b in image.blobs.items()},
+                    }
+                    for name, image in self.images.items()
+                }
+            )
+        )
+        self.record_path.write_text("")
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "registry",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--images",
+            str(self.images_path),
+            "--record",
+            str(self.record_path),
+        ]
+        if self.network is not None:
+            command = [*self.network.exec_prefix(), *command]
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True
+            )
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line.startswith("listening on "):
+            self.stop()
+            raise HarnessError(
+                f"the registry did not start in {timeout:.0f}s ({' '.join(command)}):\n"
+                f"{line}{self.log()}"
+            )
+        # This side reaches the server (through the veth when in a namespace).
+        try:
+            with socket.create_connection((self.host, self.port), timeout=10):
+                pass
+        except OSError as err:
+            self.stop()
+            raise HarnessError(f"the registry at {self.address} is unreachable: {err}") from err
+        where = f" in network namespace {self.network.name}" if self.network else ""
+        print(f"e2e: registry on {self.address}{where}", file=sys.stderr)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __enter__(self) -> Registry:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_registry(host: str, port: int, images_path: Path, record_path: Path) -> None:
+    """The registry server of ``Registry``: serves the images of ``images_path`` on
+    host:port until SIGTERM, appending a JSON line per request (or HTTPS attempt) to
+    ``record_path``."""
+    images = {
+        name: RegistryImage(
+            manifest=base64.b64decode(entry["manifest"]),
+            blobs={d: base64.b64decode(b) for d, b in entry["blobs"].items()},
+        )
+        for name, entry in json.loads(images_path.read_text()).items()
+    }
+    record_lock = threading.Lock()
+    record_file = record_path.open("a")
+
+    def record(entry: Mapping[str, Any]) -> None:
+        with record_lock:
+            record_file.write(json.dumps(entry) + "\n")
+            record_file.flush()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def handle_one_request(self) -> None:
+            # A TLS ClientHello (an HTTPS attempt): answer as Go's net/http does, which is
+            # what BuildKit's HTTPS-then-HTTP fallback for insecure registries looks for.
+            reader: io.BufferedReader = self.rfile  # type: ignore[assignment]
+            if reader.peek(1)[:1] == b"\x16":
+                record({"tls": True})
+                self.wfile.write(
+                    b"HTTP/1.0 400 Bad Request\r\n\r\n"
+                    b"Client sent an HTTP request to an HTTPS server.\n"
+                )
+                self.close_connection = True
+                return
+            super().handle_one_request()
+
+        def _serve(self, body: bool) -> None:
+            record({"method": self.command, "path": self.path})
+            path = urlsplit(self.path).path  # mirrors are sent ?ns=<upstream registry>
+            match = re.match(r"^/v2/(.+)/(manifests|blobs)/([^/]+)$", path)
+            if path.rstrip("/") == "/v2":
+                self._reply(200, b"{}", "application/json", body)
+                return
+            if not match:
+                self._reply(404, b"{}", "application/json", body)
+                return
+            repo, kind, ref = match.groups()
+            for key, image in images.items():
+                name, tag = key.rsplit(":", 1)
+                if name != repo:
+                    continue
+                if kind == "manifests" and ref in (tag, image.manifest_digest):
+                    self._reply(
+                        200,
+                        image.manifest,
+                        "application/vnd.oci.image.manifest.v1+json",
+                        body,
+                        digest=image.manifest_digest,
+                    )
+                    return
+                if kind == "blobs" and ref in image.blobs:
+                    self._reply(200, image.blobs[ref], "application/octet-stream", body, ref)
+                    return
+            self._reply(404, b'{"errors":[{"code":"NOT_FOUND"}]}', "application/json", body)
+
+        def _reply(
+            self, code: int, data: bytes, ctype: str, body: bool, digest: str | None = None
+        ) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+            if digest:
+                self.send_header("Docker-Content-Digest", digest)
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._serve(body=True)
+
+        def do_HEAD(self) -> None:
+            self._serve(body=False)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"listening on {host}:{server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        record_file.close()
+
+
+def main(argv: Sequence[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Child processes of the e2e harness.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    registry = commands.add_parser("registry", help="serve images over plain HTTP")
+    registry.add_argument("--host", required=True)
+    registry.add_argument("--port", type=int, required=True)
+    registry.add_argument("--images", type=Path, required=True)
+    registry.add_argument("--record", type=Path, required=True)
+    args = parser.parse_args(argv)
+    serve_registry(args.host, args.port, args.images, args.record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
