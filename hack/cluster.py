@@ -137,6 +137,10 @@ class ClusterError(RuntimeError):
     pass
 
 
+class ComponentExited(ClusterError):
+    """A process of the cluster exited: waiting longer cannot help."""
+
+
 T = TypeVar("T")
 
 
@@ -155,7 +159,7 @@ def wait_for(
             result = check()
             if result:
                 return result
-        except ClusterError:
+        except ComponentExited:
             raise
         except Exception as exc:
             last_error = exc
@@ -545,24 +549,34 @@ def _proc_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group led by pid (each component runs in its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
 
 def _parent_death_signal() -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGTERM when the process that started it dies.
+    """A preexec_fn: the child is killed when the process that started it dies.
 
+    SIGKILL, not SIGTERM: all components get it at once, and a kube-apiserver whose etcd
+    went away at the same moment hangs in its graceful shutdown. The data is thrown away.
     libc is loaded here, in the parent: the child must not import anything between fork
     and exec.
     """
     import ctypes
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
 
     def preexec() -> None:
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+        prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
 
     return preexec
 
@@ -735,13 +749,22 @@ class LocalCluster:
             if self._read_state() is not None or self._strays():
                 log(f"cleaning up a stopped cluster in {self.dir}")
                 self._stop_locked()
-            self._clean()
-            try:
-                self._start_locked(timeout)
-            except BaseException:
-                log(f"start failed; logs are in {self.logs_dir}")
-                self._stop_locked()
-                raise
+            for attempt in range(1, 4):
+                self._clean()
+                try:
+                    self._start_locked(timeout)
+                    break
+                except ComponentExited as exc:
+                    self._stop_locked()
+                    # A free port can be taken between choosing it and binding it.
+                    if attempt == 3 or "address already in use" not in str(exc):
+                        log(f"start failed; logs are in {self.logs_dir}")
+                        raise
+                    log("a port was taken meanwhile; starting again on other ports")
+                except BaseException:
+                    log(f"start failed; logs are in {self.logs_dir}")
+                    self._stop_locked()
+                    raise
         return self
 
     def stop(self, timeout: float = 15) -> None:
@@ -836,7 +859,7 @@ class LocalCluster:
     def _check_running(self, component: str) -> bool:
         child = self._children.get(component)
         if child is not None and child.poll() is not None:
-            raise ClusterError(
+            raise ComponentExited(
                 f"{component} exited with status {child.returncode}\n{self._tail(component)}"
             )
         return True
@@ -883,43 +906,58 @@ class LocalCluster:
         return found
 
     def _stop_locked(self, timeout: float = 15) -> None:
+        """Stop in reverse start order: clients first, then the API server, etcd last.
+
+        The API server drains its requests on SIGTERM, which takes long if etcd went first.
+        """
         state = self._read_state()
-        pids: list[int] = []
+        tracked: dict[str, int] = {}
         if state is not None:
-            for component in reversed(COMPONENTS):
-                pid = state.pids.get(component)
-                if pid is not None and self._alive(pid):
-                    pids.append(pid)
-        pids += [p for p in self._strays() if p not in pids]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(self._alive(p) for p in pids):
-            time.sleep(0.1)
-        for pid in pids:
-            if self._alive(pid):
-                log(f"pid {pid} ignored SIGTERM for {timeout:.0f}s; sending SIGKILL")
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        wait_for(
-            lambda: not any(self._alive(p) for p in pids),
-            "processes to exit after SIGKILL",
-            10,
-        )
+            tracked = {c: p for c, p in state.pids.items() if c in COMPONENTS and self._alive(p)}
+        strays = [p for p in self._strays() if p not in tracked.values()]
+        waves: list[list[tuple[str, int]]] = [
+            [
+                (c, tracked[c])
+                for c in ("kwok", "kube-scheduler", "kube-controller-manager")
+                if c in tracked
+            ]
+            + [("stray", p) for p in strays],
+            [(c, tracked[c]) for c in ("kube-apiserver",) if c in tracked],
+            [(c, tracked[c]) for c in ("etcd",) if c in tracked],
+        ]
+        stopped = 0
+        for index, wave in enumerate(waves):
+            if wave:
+                # Without etcd the API server cannot drain: do not wait long for it.
+                patience = timeout if index != 1 or "etcd" in tracked else min(timeout, 2)
+                self._terminate(wave, patience)
+                stopped += len(wave)
         for child in self._children.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=1)
         self._children.clear()
-        if pids:
-            log(f"stopped {len(pids)} processes of {self.dir}")
+        if stopped:
+            log(f"stopped {stopped} processes of {self.dir}")
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
         self._state = None
+
+    def _terminate(self, processes: Sequence[tuple[str, int]], timeout: float) -> None:
+        """SIGTERM each process group, SIGKILL what is still alive after timeout seconds."""
+        for _, pid in processes:
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(self._alive(p) for _, p in processes):
+            time.sleep(0.05)
+        for name, pid in processes:
+            if self._alive(pid):
+                log(f"{name} (pid {pid}) still running {timeout:.0f}s after SIGTERM: SIGKILL")
+                _signal_group(pid, signal.SIGKILL)
+        wait_for(
+            lambda: not any(self._alive(p) for _, p in processes),
+            "processes to exit after SIGKILL",
+            10,
+        )
 
     # Configuration ---------------------------------------------------------
 
@@ -955,6 +993,12 @@ class LocalCluster:
                 f"{name}-serving",
                 *ca.issue(name, dns_names=("localhost",), ips=("127.0.0.1",), server=True),
             )
+
+        # The aggregation layer's front proxy (as kubeadm sets it up): its CA is published to
+        # kube-system/extension-apiserver-authentication, which delegated authentication reads.
+        front_proxy = CertificateAuthority.create(f"{CLUSTER_NAME}-front-proxy-ca")
+        (pki / "front-proxy-ca.crt").write_bytes(_pem_cert(front_proxy.cert))
+        save("front-proxy-client", *front_proxy.issue("front-proxy-client", client=True))
 
         # Service-account token signing key pair.
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -1030,11 +1074,21 @@ class LocalCluster:
             f"--etcd-servers=http://127.0.0.1:{state.ports['etcd']}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # Endpoints may not be loopback addresses, so the `kubernetes` Service gets none
+            # (nothing runs in a pod here; clients use the kubeconfig).
+            "--endpoint-reconciler-type=none",
             f"--secure-port={state.ports['apiserver']}",
             f"--cert-dir={pki}/apiserver-generated",
             f"--tls-cert-file={pki}/apiserver.crt",
             f"--tls-private-key-file={pki}/apiserver.key",
             f"--client-ca-file={pki}/ca.crt",
+            f"--requestheader-client-ca-file={pki}/front-proxy-ca.crt",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki}/front-proxy-client.crt",
+            f"--proxy-client-key-file={pki}/front-proxy-client.key",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -1046,6 +1100,10 @@ class LocalCluster:
             "--audit-log-format=json",
             "--audit-log-mode=blocking",
             "--audit-log-maxsize=0",
+            # This plugin taints every new node not-ready until the node lifecycle controller
+            # sees it Ready. That controller does not run here (kwok nodes have no liveness to
+            # watch), so the taint would stay and keep pods off the nodes.
+            "--disable-admission-plugins=TaintNodesByCondition",
             "--profiling=false",
         ]
 
