@@ -9,19 +9,15 @@ Each figure is measured side by side in one run, so ratios hold on a shared, noi
 
 from __future__ import annotations
 
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-
-from buildkit_operator.model import Builder  # noqa: E402
-from buildkit_operator.plan import plan  # noqa: E402
-from buildkit_operator.render import render_builder, server_sans  # noqa: E402
-from buildkit_operator.tls import ensure_tls  # noqa: E402
+from buildkit_operator.model import Builder
+from buildkit_operator.plan import plan
+from buildkit_operator.render import render_builder, server_sans
+from buildkit_operator.tls import ensure_tls
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -80,9 +76,7 @@ def main() -> None:
         50,
     )
     issue = per_call(lambda: ensure_tls({}, name=builder.name, server_sans=sans, now=NOW), 20)
-    reuse = per_call(
-        lambda: ensure_tls(existing, name=builder.name, server_sans=sans, now=NOW), 50
-    )
+    reuse = per_call(lambda: ensure_tls(existing, name=builder.name, server_sans=sans, now=NOW), 50)
     assert plan(builder.spec, desired, live).converged
 
     tracemalloc.start()

@@ -40,6 +40,8 @@ def _documents(path: str) -> Iterator[tuple[str, Any]]:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as err:
         raise UsageError(f"{path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as err:
@@ -51,6 +53,8 @@ def _documents(path: str) -> Iterator[tuple[str, Any]]:
         if doc is None:
             continue
         if isinstance(doc, dict) and doc.get("kind") == "List" and "items" in doc:
+            if not isinstance(doc["items"] or [], list):
+                raise UsageError(f"{path} (document {number}): items: must be a list")
             for item_number, item in enumerate(doc["items"] or [], start=1):
                 yield f"{path} (document {number}, item {item_number})", item
         else:
@@ -66,7 +70,8 @@ def load_builders(paths: Sequence[str], namespace: str) -> list[Builder]:
                 raise UsageError(f"{where}: expected a Kubernetes object, got {type(doc).__name__}")
             if doc.get("kind") != KIND:
                 continue
-            name = (doc.get("metadata") or {}).get("name") or "(no name)"
+            meta = doc.get("metadata")
+            name = (meta.get("name") if isinstance(meta, dict) else None) or "(no name)"
             if doc.get("apiVersion") != API_VERSION:
                 raise UsageError(
                     f"{where}, Builder {name}: apiVersion: expected {API_VERSION}, "

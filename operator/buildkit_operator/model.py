@@ -18,7 +18,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -62,6 +65,7 @@ _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _SAN_DNS_RE = re.compile(
     r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$"
 )
+_STANDARD_RESOURCES = {"cpu", "memory", "ephemeral-storage"}
 _PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?$")
 
 
@@ -84,6 +88,12 @@ def _positive_quantity(value: str) -> str:
     return value
 
 
+def _non_negative_quantity(value: str) -> str:
+    if parse_quantity(value) < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return value
+
+
 def quantity_bytes(value: str) -> int:
     """Bytes in a quantity, rounded down (what a volume of that size can hold)."""
     return int(parse_quantity(value))
@@ -98,6 +108,12 @@ _QUANTITY_SCHEMA: dict[str, Any] = {
 Quantity = Annotated[
     str,
     BeforeValidator(_quantity),
+    WithJsonSchema(_QUANTITY_SCHEMA),
+]
+NonNegativeQuantity = Annotated[
+    str,
+    BeforeValidator(_quantity),
+    AfterValidator(_non_negative_quantity),
     WithJsonSchema(_QUANTITY_SCHEMA),
 ]
 PositiveQuantity = Annotated[
@@ -134,6 +150,20 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
 
 
+def _check_object_name(name: str) -> str:
+    """Names of objects the pods refer to (Secrets, ServiceAccounts, classes): the API
+    server rejects a pod or claim naming anything that is not a DNS subdomain."""
+    if len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid object name: at most 253 lowercase alphanumerics, "
+            "'-' or '.', starting and ending with an alphanumeric"
+        )
+    return name
+
+
+ObjectName = Annotated[str, AfterValidator(_check_object_name)]
+
+
 class _Model(BaseModel):
     """Camel-case wire names, snake-case Python names, and no unknown fields: a typo in a
     spec is an error a person sees, not a setting silently ignored."""
@@ -157,26 +187,64 @@ class Toleration(_Model):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to match; empty matches all effects."
     )
-    toleration_seconds: int | None = Field(
+    toleration_seconds: StrictInt | None = Field(
         None, description="How long a NoExecute taint is tolerated, in seconds."
     )
+
+    @model_validator(mode="after")
+    def _as_kubernetes_validates(self) -> Toleration:
+        # The rules the API server applies to a pod's tolerations.
+        if self.key:
+            _check_label_key(self.key)
+        elif self.operator != "Exists":
+            raise ValueError("operator must be Exists when key is empty (matches every taint)")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        if self.operator != "Exists" and self.value:
+            _check_labels({self.key or "": self.value})
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds is only allowed with effect NoExecute")
+        return self
 
 
 class LocalObjectReference(_Model):
     """A reference to an object in the Builder's namespace."""
 
-    name: str = Field(description="Name of the referenced object.")
+    name: ObjectName = Field(description="Name of the referenced object.")
 
 
 class ResourceRequirements(_Model):
     """Compute resources for the buildkitd container, as in a PodSpec."""
 
-    limits: dict[str, Quantity] = Field(
+    limits: dict[str, NonNegativeQuantity] = Field(
         default_factory=dict, description="Maximum resources, e.g. {cpu: '4', memory: 8Gi}."
     )
-    requests: dict[str, Quantity] = Field(
+    requests: dict[str, NonNegativeQuantity] = Field(
         default_factory=dict, description="Requested resources, e.g. {cpu: '1', memory: 2Gi}."
     )
+
+    @field_validator("limits", "requests")
+    @classmethod
+    def _resource_names(cls, resources: dict[str, str]) -> dict[str, str]:
+        for name in resources:
+            if "/" in name:
+                _check_label_key(name)
+            elif name not in _STANDARD_RESOURCES and not name.startswith("hugepages-"):
+                raise ValueError(
+                    f"{name!r} is not a resource: use cpu, memory, ephemeral-storage, "
+                    "hugepages-<size> or a domain-prefixed name such as nvidia.com/gpu"
+                )
+        return resources
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        for name, request in self.requests.items():
+            limit = self.limits.get(name)
+            if limit is not None and parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(
+                    f"requests.{name} ({request}) must not exceed limits.{name} ({limit})"
+                )
+        return self
 
 
 class BuildkitdSpec(_Model):
@@ -186,7 +254,7 @@ class BuildkitdSpec(_Model):
         default_factory=list,
         description="Extra buildkitd flags, appended after the ones the operator sets.",
     )
-    max_parallelism: int | None = Field(
+    max_parallelism: StrictInt | None = Field(
         None, ge=1, description="Maximum build steps run at once ([worker.oci] max-parallelism)."
     )
     registry_mirrors: dict[str, list[str]] = Field(
@@ -213,7 +281,10 @@ class BuildkitdSpec(_Model):
     @classmethod
     def _no_reserved_flags(cls, args: list[str]) -> list[str]:
         for arg in args:
+            # buildkitd's flag parser takes -flag and --flag alike.
             flag = arg.split("=", 1)[0]
+            if flag.startswith("-"):
+                flag = "--" + flag.lstrip("-")
             if flag in RESERVED_BUILDKITD_FLAGS:
                 raise ValueError(
                     f"{flag} is set by the operator from the spec and cannot be passed in args"
@@ -256,10 +327,10 @@ class CacheSpec(_Model):
             "so the cache never fills its volume."
         ),
     )
-    storage_class_name: str | None = Field(
+    storage_class_name: ObjectName | None = Field(
         None, description="StorageClass of the cache PVCs; the cluster default when unset."
     )
-    retain: bool = Field(True, description="Keep the cache PVCs when the Builder is deleted.")
+    retain: StrictBool = Field(True, description="Keep the cache PVCs when the Builder is deleted.")
 
 
 class TLSSpec(_Model):
@@ -302,21 +373,46 @@ class TLSSpec(_Model):
     def _sans(cls, sans: list[str]) -> list[str]:
         for san in sans:
             try:
-                ipaddress.ip_address(san)
-                continue
+                address = ipaddress.ip_address(san)
             except ValueError:
                 pass
-            if len(san) > 253 or not _SAN_DNS_RE.match(san):
+            else:
+                if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+                    raise ValueError(f"{san!r}: an IP address in a certificate cannot carry a zone")
+                continue
+            labels = san.removeprefix("*.").split(".")
+            if (
+                len(san) > 253
+                or not _SAN_DNS_RE.match(san)
+                or any(len(label) > 63 for label in labels)
+            ):
                 raise ValueError(
                     f"{san!r} is neither an IP address nor a DNS name (a leading '*.' is allowed)"
                 )
         return sans
 
-    @model_validator(mode="after")
-    def _secret_needs_name(self) -> TLSSpec:
-        if self.mode == "secret" and not self.secret_name:
-            raise ValueError("tls.secretName is required when tls.mode is secret")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_name_present(cls, data: Any) -> Any:
+        # With mode secret, an absent secretName is checked as an empty one, so that the
+        # problem is reported at spec.tls.secretName rather than at spec.tls.
+        if (
+            isinstance(data, Mapping)
+            and data.get("mode") == "secret"
+            and "secretName" not in data
+            and "secret_name" not in data
+        ):
+            return {**data, "secretName": ""}
+        return data
+
+    @field_validator("secret_name")
+    @classmethod
+    def _secret_name(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if not name:
+            if info.data.get("mode") == "secret":
+                raise ValueError("required when tls.mode is secret")
+            return name
+        return _check_object_name(name)
 
 
 class ServiceSpec(_Model):
@@ -330,7 +426,7 @@ class ServiceSpec(_Model):
 class BuilderSpec(_Model):
     """Desired state of a Builder: a set of buildkitd daemons reachable over mutual TLS."""
 
-    rootless: bool = Field(
+    rootless: StrictBool = Field(
         True,
         description=(
             "Run buildkitd rootless (uid 1000, no process sandbox, seccomp and AppArmor "
@@ -345,7 +441,7 @@ class BuilderSpec(_Model):
             f"{DEFAULT_IMAGE_ROOTFUL} (rootful)."
         ),
     )
-    replicas: int = Field(1, ge=0, le=64, description="Number of buildkitd daemons.")
+    replicas: StrictInt = Field(1, ge=0, le=64, description="Number of buildkitd daemons.")
     node_selector: Labels = Field(
         default_factory=dict, description="Node labels every builder pod must match."
     )
@@ -364,8 +460,10 @@ class BuilderSpec(_Model):
             "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         },
     )
-    priority_class_name: str | None = Field(None, description="PriorityClass of the builder pods.")
-    service_account_name: str | None = Field(
+    priority_class_name: ObjectName | None = Field(
+        None, description="PriorityClass of the builder pods."
+    )
+    service_account_name: ObjectName | None = Field(
         None,
         description="ServiceAccount of the builder pods (buildkitd itself needs no API access).",
     )
@@ -390,14 +488,14 @@ class BuilderSpec(_Model):
     service: ServiceSpec = Field(
         default_factory=ServiceSpec, description="The Service in front of the daemons."
     )
-    no_create: bool = Field(
+    no_create: StrictBool = Field(
         False,
         description=(
             "Never create the buildkitd workload: adopt an existing one of the expected name, "
             "or report phase Missing and create nothing."
         ),
     )
-    no_recreate: bool = Field(
+    no_recreate: StrictBool = Field(
         False,
         description=(
             "When the live workload differs from the spec, change nothing and report phase "
@@ -411,6 +509,13 @@ class BuilderSpec(_Model):
         for key in annotations:
             _check_label_key(key)
         return annotations
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str | None) -> str | None:
+        if image is not None and image != image.strip():
+            raise ValueError(f"{image!r} must not start or end with whitespace")
+        return image
 
     @property
     def effective_image(self) -> str:
@@ -510,6 +615,8 @@ class Builder(BaseModel):
                 ]
             )
         meta = obj.get("metadata") or {}
+        if not isinstance(meta, Mapping):
+            raise InvalidBuilder(["metadata: must be a mapping"])
         spec = obj.get("spec")
         try:
             return cls(
@@ -538,16 +645,16 @@ def describe_errors(err: ValidationError) -> list[str]:
     """Turn pydantic errors into 'spec.cache.size: <message>' lines a person can act on."""
     problems = []
     for error in err.errors(include_url=False):
-        loc = [str(part) for part in error["loc"]]
+        loc: list[str | int] = list(error["loc"])
         if err.title == BuilderSpec.__name__:
             loc = ["spec", *loc]
-        elif loc and loc[0] in _LOCATION_ROOTS:
+        elif loc and isinstance(loc[0], str) and loc[0] in _LOCATION_ROOTS:
             loc = [_LOCATION_ROOTS[loc[0]], *loc[1:]]
         # Annotated validators report their own function names; drop them.
-        loc = [part for part in loc if not part.startswith("function-")]
+        loc = [part for part in loc if not str(part).startswith("function-")]
         path = ""
         for part in loc:
-            path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
         message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field"
