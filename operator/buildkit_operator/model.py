@@ -36,6 +36,8 @@ PLURAL = "builders"
 SINGULAR = "builder"
 SHORT_NAMES = ["bk"]
 
+MIN_CACHE_BYTES = 256 * 1024**2
+
 BUILDKIT_VERSION = "v0.34.2"
 DEFAULT_IMAGE_ROOTFUL = f"docker.io/moby/buildkit:{BUILDKIT_VERSION}"
 DEFAULT_IMAGE_ROOTLESS = f"docker.io/moby/buildkit:{BUILDKIT_VERSION}-rootless"
@@ -331,6 +333,15 @@ class CacheSpec(_Model):
         None, description="StorageClass of the cache PVCs; the cluster default when unset."
     )
     retain: StrictBool = Field(True, description="Keep the cache PVCs when the Builder is deleted.")
+
+    @field_validator("size")
+    @classmethod
+    def _big_enough(cls, size: str) -> str:
+        # Below this the derived GC limits leave BuildKit no room to work (and a value
+        # such as "100m", a tenth of a byte, is almost always a typo for "100Mi").
+        if quantity_bytes(size) < MIN_CACHE_BYTES:
+            raise ValueError(f"{size!r} is too small: the cache needs at least 256Mi")
+        return size
 
 
 class TLSSpec(_Model):

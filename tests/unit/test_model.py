@@ -70,6 +70,8 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
     ("no-create-string", manifest({"noCreate": "true"}), "spec.noCreate", "valid boolean"),
     # cache
     ("size-gib", manifest({"cache": {"size": "50Gib"}}), "spec.cache.size", "not a quantity"),
+    ("size-tiny", manifest({"cache": {"size": "100m"}}), "spec.cache.size", "at least 256Mi"),
+    ("size-small", manifest({"cache": {"size": "255Mi"}}), "spec.cache.size", "too small"),
     ("size-space", manifest({"cache": {"size": "50 Gi"}}), "spec.cache.size", "not a quantity"),
     (
         "size-negative",
