@@ -1,0 +1,133 @@
+{{/*
+Chart name, truncated to the 63 characters of a label value.
+*/}}
+{{- define "buildkit-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the objects: <release>-<chart>, or the release name when it contains the chart
+name already; truncated to 63 characters (the longest name some kinds accept).
+*/}}
+{{- define "buildkit-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "buildkit-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels that select the operator's pod; never change them (a Deployment selector is immutable).
+*/}}
+{{- define "buildkit-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "buildkit-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels on every object of the chart.
+*/}}
+{{- define "buildkit-operator.labels" -}}
+helm.sh/chart: {{ include "buildkit-operator.chart" . }}
+{{ include "buildkit-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: buildkit-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Name of the operator's ServiceAccount.
+*/}}
+{{- define "buildkit-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "buildkit-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Operator image: repository@digest, or repository:tag (tag defaulting to the appVersion).
+*/}}
+{{- define "buildkit-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Arguments of `buildkit-operator`: run, its scope, the liveness and metrics endpoints.
+*/}}
+{{- define "buildkit-operator.args" -}}
+- run
+{{- if .Values.watchNamespaces }}
+{{- range .Values.watchNamespaces }}
+- --namespace={{ . }}
+{{- end }}
+{{- else }}
+- --all-namespaces
+{{- end }}
+{{- $host := .Values.health.bindAddress }}
+{{- if contains ":" $host }}
+{{- $host = printf "[%s]" $host }}
+{{- end }}
+- --liveness=http://{{ $host }}:{{ .Values.health.port }}/healthz
+{{- if .Values.metrics.enabled }}
+- --metrics-port={{ .Values.metrics.port }}
+{{- end }}
+{{- if .Values.verbose }}
+- --verbose
+{{- end }}
+{{- end }}
+
+{{/*
+What the operator does with the API, and nothing more. Shared by the ClusterRole (every
+namespace) and the per-namespace Roles (watchNamespaces).
+*/}}
+{{- define "buildkit-operator.rules" -}}
+# Builders: watched, read, and patched for the operator's finalizer and bookkeeping
+# annotations. Never created, updated or deleted: they belong to their users.
+- apiGroups: ["buildkit.dev"]
+  resources: ["builders"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["buildkit.dev"]
+  resources: ["builders/status"]
+  verbs: ["get", "patch", "update"]
+# Children carry an owner reference with blockOwnerDeletion; where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift, hardened clusters),
+# setting it requires update on the owner's finalizers. Grants nothing beyond the patch above.
+- apiGroups: ["buildkit.dev"]
+  resources: ["builders/finalizers"]
+  verbs: ["update"]
+# The children of a Builder: written with server-side apply (patch; create when absent),
+# recreated where a field is immutable (delete), watched to repair drift within seconds.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps", "secrets", "persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# One Event per action taken, on the Builder.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
