@@ -145,9 +145,20 @@ def builder_crd() -> dict[str, Any]:
                                 "docker buildx and buildctl over mutual TLS."
                             ),
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": "Versioned schema of this object: "
+                                    f"{GROUP}/{VERSION}.",
+                                },
+                                "kind": {
+                                    "type": "string",
+                                    "description": f"The kind of this object: {KIND}.",
+                                },
+                                "metadata": {
+                                    "type": "object",
+                                    "description": "Standard object metadata (name, namespace, "
+                                    "labels, annotations).",
+                                },
                                 "spec": {**spec_schema, "default": {}},
                                 "status": status_schema,
                             },

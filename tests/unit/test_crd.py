@@ -249,6 +249,11 @@ def test_every_property_at_every_depth_has_a_description(root: dict[str, Any]) -
         for path, node in properties(root["properties"][part], part)
         if not str(node.get("description", "")).strip()
     ]
+    missing += [
+        name
+        for name, node in root["properties"].items()
+        if not str(node.get("description", "")).strip()
+    ]
     assert root["properties"]["spec"]["description"].strip()
     assert root["properties"]["status"]["description"].strip()
     assert not missing, f"properties without a description: {missing}"
