@@ -154,11 +154,8 @@ def builder_crd() -> dict[str, Any]:
                                     "type": "string",
                                     "description": f"The kind of this object: {KIND}.",
                                 },
-                                "metadata": {
-                                    "type": "object",
-                                    "description": "Standard object metadata (name, namespace, "
-                                    "labels, annotations).",
-                                },
+                                # The API server allows nothing but the type here.
+                                "metadata": {"type": "object"},
                                 "spec": {**spec_schema, "default": {}},
                                 "status": status_schema,
                             },
