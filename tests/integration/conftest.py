@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helm_client import Helm, helm_binary
 
 from cluster import ApiError, Kubectl, LocalCluster, wait_for
 
@@ -219,3 +220,12 @@ def operator(cluster: LocalCluster, tmp_path: Path) -> Iterator[Any]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def helm(
+    cluster: LocalCluster,
+    tools: Callable[..., tuple[Path, ...]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Helm:
+    return Helm(helm_binary(tools), cluster.kubeconfig, tmp_path_factory.mktemp("helm-home"))

@@ -9,15 +9,14 @@ cluster-wide behind but the CRD. manifests/ is accepted by a server-side dry run
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helm_client import Helm
 
 pytestmark = pytest.mark.integration
 
@@ -25,52 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "buildkit-operator"
 MANIFESTS = REPO / "manifests"
 CRD = "builders.buildkit.dev"
-
-
-class Helm:
-    """The pinned helm (hack/tools/helm) against the test cluster, with a private home."""
-
-    def __init__(self, binary: Path, kubeconfig: Path, home: Path) -> None:
-        self.binary = binary
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.binary), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-
-    def __call__(self, *args: str, timeout: float = 240) -> str:
-        result = self.run(*args, timeout=timeout)
-        if result.returncode != 0:
-            raise AssertionError(
-                f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr.strip()}"
-            )
-        return result.stdout
-
-
-def helm_binary(tools: Callable[..., tuple[Path, ...]]) -> Path:
-    for directory in tools("helm"):
-        if (directory / "helm").exists():
-            return directory / "helm"
-    pytest.fail("hack/build-tools.sh helm produced no helm binary", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def helm(
-    cluster: Any, tools: Callable[..., tuple[Path, ...]], tmp_path_factory: pytest.TempPathFactory
-) -> Helm:
-    return Helm(helm_binary(tools), cluster.kubeconfig, tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helm_client import Helm
 
 pytestmark = pytest.mark.integration
 
@@ -101,52 +102,6 @@ FORBIDDEN = [
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-class Helm:
-    """The pinned helm (hack/tools/helm) against the test cluster, with a private home."""
-
-    def __init__(self, binary: Path, kubeconfig: Path, home: Path) -> None:
-        self.binary = binary
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.binary), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-
-    def __call__(self, *args: str, timeout: float = 240) -> str:
-        result = self.run(*args, timeout=timeout)
-        if result.returncode != 0:
-            raise AssertionError(
-                f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr.strip()}"
-            )
-        return result.stdout
-
-
-def helm_binary(tools: Callable[..., tuple[Path, ...]]) -> Path:
-    for directory in tools("helm"):
-        if (directory / "helm").exists():
-            return directory / "helm"
-    pytest.fail("hack/build-tools.sh helm produced no helm binary", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def helm(
-    cluster: Any, tools: Callable[..., tuple[Path, ...]], tmp_path_factory: pytest.TempPathFactory
-) -> Helm:
-    return Helm(helm_binary(tools), cluster.kubeconfig, tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture
