@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 SETTLE_DELAY = 2.0
 # Certificates are checked at least this often, so renewal never waits on an event.
 RENEWAL_CHECK = timedelta(hours=1)
+# A user's tls.secretName Secret carries none of our labels, so no watch reports its
+# rotation (watching every Secret of the cluster would cost far more): look at it this often.
+USER_SECRET_CHECK = 30.0
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
             generation,
             previous,
             now,
-            requeue_after=30.0,
+            requeue_after=USER_SECRET_CHECK,
         )
 
     desired = render_builder(builder, bundle, external_tls_hash=external_hash)
@@ -219,7 +222,9 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
     return Outcome(
         phase=status["phase"],
         actions=tuple(done),
-        requeue_after=_requeue(the_plan, bundle, now),
+        requeue_after=_requeue(
+            the_plan, bundle, now, user_secret=builder.spec.tls.mode == "secret"
+        ),
         status_written=written,
     )
 
@@ -237,9 +242,13 @@ def _drift_reported(previous: dict[str, Any], the_plan: Plan) -> bool:
     return list(previous.get("driftedFields") or []) == list(the_plan.drifted)
 
 
-def _requeue(the_plan: Plan, bundle: TLSBundle | None, now: datetime) -> float | None:
+def _requeue(
+    the_plan: Plan, bundle: TLSBundle | None, now: datetime, *, user_secret: bool
+) -> float | None:
     if the_plan.actions or the_plan.waiting:
         return SETTLE_DELAY
+    if user_secret:
+        return USER_SECRET_CHECK
     if bundle is not None:
         renew_at = min(bundle.server.not_after, bundle.client.not_after, bundle.ca.not_after)
         until = (renew_at - RENEW_BEFORE - now).total_seconds()

@@ -677,3 +677,55 @@ def test_connect_writes_a_working_client_certificate(
     )  # fmt: skip
     assert missing.returncode == 2 and "no Builder nope" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+# --- tls.mode: secret -------------------------------------------------------------------------
+
+
+def test_user_tls_secret_is_served_and_its_rotation_rolls_the_pods(
+    k: Kubectl, namespace: str
+) -> None:
+    from buildkit_operator.model import Builder
+    from buildkit_operator.render import server_sans
+    from buildkit_operator.tls import ensure_tls
+
+    spec = {"tls": {"mode": "secret", "secretName": "my-tls"},
+            "cache": {"type": "ephemeral", "size": "1Gi"}}  # fmt: skip
+    k.apply(builder("own", namespace, **spec))
+    obj = wait_phase(k, "own", namespace, "Invalid")
+    assert "my-tls" in obj["status"]["message"] and "does not exist" in obj["status"]["message"]
+    assert children(k, namespace) == {}
+
+    sans = server_sans(Builder.from_manifest(builder("own", namespace, **spec)))
+
+    def user_secret() -> dict[str, Any]:
+        issued = ensure_tls({}, name="own", server_sans=sans, now=datetime.now().astimezone())
+        data = issued.secret_data()["server"]
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "my-tls", "namespace": namespace},
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        }
+
+    k.apply(user_secret())
+    obj = wait_phase(k, "own", namespace, "Ready", timeout=60)
+    assert "clientSecretName" not in obj["status"]
+    assert not [key for key in children(k, namespace) if key.startswith("Secret/")]
+    dep = get(k, "deployment", "own-0", namespace)
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["certs"]["secret"]["secretName"] == "my-tls"
+    before = dep["spec"]["template"]["metadata"]["annotations"]["buildkit.dev/tls-hash"]
+
+    k.apply(user_secret())  # the user rotates the certificate
+    wait_until(
+        "the pods to roll onto the rotated certificate",
+        lambda: (
+            get(k, "deployment", "own-0", namespace)["spec"]["template"]["metadata"]["annotations"][
+                "buildkit.dev/tls-hash"
+            ]
+            != before
+        ),
+        timeout=60,
+    )
+    wait_phase(k, "own", namespace, "Ready")
