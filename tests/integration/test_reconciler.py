@@ -729,3 +729,34 @@ def test_user_tls_secret_is_served_and_its_rotation_rolls_the_pods(
         timeout=60,
     )
     wait_phase(k, "own", namespace, "Ready")
+
+
+# --- scale down, and a field removed from the spec ---------------------------------------------
+
+
+def test_scale_down_and_removed_field(k: Kubectl, namespace: str) -> None:
+    k.apply(
+        builder("shrink", namespace, replicas=2, nodeSelector={"kubernetes.io/arch": "arm64"},
+                cache={"size": "1Gi"})
+    )  # fmt: skip
+    wait_phase(k, "shrink", namespace, "Ready")
+    k("patch", "builder", "shrink", "-n", namespace, "--type=json", "-p", json.dumps([
+        {"op": "replace", "path": "/spec/replicas", "value": 1},
+        {"op": "remove", "path": "/spec/nodeSelector"},
+    ]))  # fmt: skip
+
+    def daemons() -> str:
+        return k("get", "deployments", "-n", namespace, "-o", "name")
+
+    def pod_spec() -> dict[str, Any]:
+        return dict(get(k, "deployment", "shrink-0", namespace)["spec"]["template"]["spec"])
+
+    wait_until("daemon 1 to be removed", lambda: "deployment.apps/shrink-1" not in daemons())
+    wait_until(
+        "the nodeSelector to be gone from daemon 0", lambda: "nodeSelector" not in pod_spec()
+    )
+    obj = wait_phase(k, "shrink", namespace, "Ready")
+    assert obj["status"]["ready"] == "1/1"
+    # The retained cache of the removed daemon stays, for a later scale-up.
+    claims = k("get", "pvc", "-n", namespace, "-o", "name")
+    assert "shrink-cache-1" in claims and "shrink-cache-0" in claims
