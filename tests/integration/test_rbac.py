@@ -39,7 +39,7 @@ Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
 # What the operator does with the API (see operator/buildkit_operator/kube.py, handlers.py).
 NEEDED: set[Grant] = {
     *(("buildkit.dev", "builders", v) for v in ("get", "list", "watch", "patch")),
-    *(("buildkit.dev", "builders/status", v) for v in ("get", "patch", "update")),
+    *(("buildkit.dev", "builders/status", v) for v in ("get", "patch")),
     # blockOwnerDeletion on the children's owner references, where the
     # OwnerReferencesPermissionEnforcement admission plugin is enabled.
     ("buildkit.dev", "builders/finalizers", "update"),
@@ -54,12 +54,15 @@ NEEDED: set[Grant] = {
         )
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ),
-    *((group, "events", v) for group in ("", "events.k8s.io") for v in ("create", "patch")),
+    ("", "events", "create"),
 }
 
 # What it must never be able to do: (verb, resource as kubectl names it).
 FORBIDDEN = [
     ("*", "*"),
+    ("update", "builders.buildkit.dev/status"),
+    ("patch", "events"),
+    ("create", "events.events.k8s.io"),
     ("*", "secrets"),
     ("list", "nodes"),
     ("get", "nodes"),

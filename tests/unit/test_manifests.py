@@ -31,7 +31,7 @@ NAMESPACE = "buildkit-system"
 # (apiGroup, resource, verb): what the operator does with the API, and all it may do.
 NEEDED = {
     *(("buildkit.dev", "builders", v) for v in ("get", "list", "watch", "patch")),
-    *(("buildkit.dev", "builders/status", v) for v in ("get", "patch", "update")),
+    *(("buildkit.dev", "builders/status", v) for v in ("get", "patch")),
     # Setting blockOwnerDeletion on the children's owner references, where the
     # OwnerReferencesPermissionEnforcement admission plugin is enabled.
     ("buildkit.dev", "builders/finalizers", "update"),
@@ -46,7 +46,7 @@ NEEDED = {
         )
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ),
-    *((group, "events", v) for group in ("", "events.k8s.io") for v in ("create", "patch")),
+    ("", "events", "create"),
 }
 STANDARD_LABELS = (
     "app.kubernetes.io/name",

@@ -108,7 +108,7 @@ namespace) and the per-namespace Roles (watchNamespaces).
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["buildkit.dev"]
   resources: ["builders/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 # Children carry an owner reference with blockOwnerDeletion; where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift, hardened clusters),
 # setting it requires update on the owner's finalizers. Grants nothing beyond the patch above.
@@ -123,11 +123,8 @@ namespace) and the per-namespace Roles (watchNamespaces).
 - apiGroups: [""]
   resources: ["services", "configmaps", "secrets", "persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# One Event per action taken, on the Builder.
+# One Event per action taken, on the Builder (core Events, only ever created).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
