@@ -28,34 +28,14 @@ import pytest
 import yaml
 from helm_client import Helm
 
+from operator_rbac import NEEDED, Grant
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "buildkit-operator"
 OPERATOR_BIN = REPO / ".venv" / "bin" / "buildkit-operator"
 
-Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
-
-# What the operator does with the API (see operator/buildkit_operator/kube.py, handlers.py).
-NEEDED: set[Grant] = {
-    *(("buildkit.dev", "builders", v) for v in ("get", "list", "watch", "patch")),
-    *(("buildkit.dev", "builders/status", v) for v in ("get", "patch")),
-    # blockOwnerDeletion on the children's owner references, where the
-    # OwnerReferencesPermissionEnforcement admission plugin is enabled.
-    ("buildkit.dev", "builders/finalizers", "update"),
-    *(
-        (group, resource, verb)
-        for group, resource in (
-            ("apps", "deployments"),
-            ("", "services"),
-            ("", "configmaps"),
-            ("", "secrets"),
-            ("", "persistentvolumeclaims"),
-        )
-        for verb in ("get", "list", "watch", "create", "patch", "delete")
-    ),
-    ("", "events", "create"),
-}
 
 # What it must never be able to do: (verb, resource as kubectl names it).
 FORBIDDEN = [

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from buildkit_operator.cli import build_parser
+from operator_rbac import NEEDED
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "buildkit-operator"
@@ -28,26 +29,6 @@ GENERATED = ("crd.yaml", "operator.yaml")
 RELEASE = "buildkit-operator"
 NAMESPACE = "buildkit-system"
 
-# (apiGroup, resource, verb): what the operator does with the API, and all it may do.
-NEEDED = {
-    *(("buildkit.dev", "builders", v) for v in ("get", "list", "watch", "patch")),
-    *(("buildkit.dev", "builders/status", v) for v in ("get", "patch")),
-    # Setting blockOwnerDeletion on the children's owner references, where the
-    # OwnerReferencesPermissionEnforcement admission plugin is enabled.
-    ("buildkit.dev", "builders/finalizers", "update"),
-    *(
-        (group, resource, verb)
-        for group, resource in (
-            ("apps", "deployments"),
-            ("", "services"),
-            ("", "configmaps"),
-            ("", "secrets"),
-            ("", "persistentvolumeclaims"),
-        )
-        for verb in ("get", "list", "watch", "create", "patch", "delete")
-    ),
-    ("", "events", "create"),
-}
 STANDARD_LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",

@@ -1,0 +1,30 @@
+"""What the operator does with the API, as (apiGroup, resource, verb): the rights the chart
+must grant, and all it may grant. One list for the chart's unit test and the RBAC tests
+against the API server."""
+
+from __future__ import annotations
+
+Grant = tuple[str, str, str]
+
+# See operator/buildkit_operator/kube.py and handlers.py.
+NEEDED: frozenset[Grant] = frozenset(
+    {
+        *(("buildkit.dev", "builders", v) for v in ("get", "list", "watch", "patch")),
+        *(("buildkit.dev", "builders/status", v) for v in ("get", "patch")),
+        # Setting blockOwnerDeletion on the children's owner references, where the
+        # OwnerReferencesPermissionEnforcement admission plugin is enabled.
+        ("buildkit.dev", "builders/finalizers", "update"),
+        *(
+            (group, resource, verb)
+            for group, resource in (
+                ("apps", "deployments"),
+                ("", "services"),
+                ("", "configmaps"),
+                ("", "secrets"),
+                ("", "persistentvolumeclaims"),
+            )
+            for verb in ("get", "list", "watch", "create", "patch", "delete")
+        ),
+        ("", "events", "create"),
+    }
+)
