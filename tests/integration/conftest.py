@@ -11,21 +11,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helm_client import Helm, helm_binary
+from operator_process import OperatorProcess, operator_binary
 
 from cluster import ApiError, Kubectl, LocalCluster, wait_for
 
@@ -110,90 +106,6 @@ def _namespace_leftovers(api: Any, name: str) -> str:
     except ApiError as exc:
         return str(exc)
     return f"namespace status: {json.dumps(status)}"
-
-
-class OperatorProcess:
-    """``buildkit-operator run --all-namespaces`` as a subprocess with its own log file."""
-
-    def __init__(self, command: Sequence[str], env: dict[str, str], log_path: Path) -> None:
-        self.command = list(command)
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        if self.running:
-            return self
-        with open(self.log_path, "ab") as out:
-            out.write(f"--- start {time.strftime('%H:%M:%S')}: {' '.join(self.command)}\n".encode())
-            out.flush()
-            self.process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=REPO,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
-    def stop(self, timeout: float = 15) -> int | None:
-        """SIGTERM the operator's process group, SIGKILL it after timeout seconds."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.process.wait(timeout=10)
-        else:
-            # The leader exited: make sure nothing it started lingers in its group.
-            self._signal(signal.SIGKILL)
-        return self.process.returncode
-
-    def restart(self, timeout: float = 15) -> OperatorProcess:
-        self.stop(timeout)
-        return self.start()
-
-    def _signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_for_log(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        """Wait until the log matches the regular expression pattern."""
-        regex = re.compile(pattern)
-
-        def check() -> re.Match[str] | None:
-            if not self.running:
-                raise AssertionError(f"operator exited ({self.returncode}):\n{self.log()[-4000:]}")
-            return regex.search(self.log())
-
-        return wait_for(check, f"operator log to match {pattern!r}", timeout)
-
-
-def operator_binary() -> Path:
-    candidate = REPO / ".venv" / "bin" / "buildkit-operator"
-    if candidate.exists():
-        return candidate
-    return Path(sys.executable).parent / "buildkit-operator"
 
 
 @pytest.fixture

@@ -14,9 +14,7 @@ import contextlib
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -27,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from helm_client import Helm
+from operator_process import OperatorProcess
 
 from operator_rbac import NEEDED, Grant
 
@@ -314,33 +313,17 @@ class OperatorRun:
             "TMPDIR": str(scratch),
             "PYTHONUNBUFFERED": "1",
         }
-        self.log_path = tmp / "operator.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = OperatorProcess(self.command, self.env, tmp / "operator.log")
 
     def __enter__(self) -> OperatorRun:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
+        self.process.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        self.process.stop(timeout=20)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log()
 
     def get(self, port: int, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
@@ -351,9 +334,10 @@ def wait_until(what: str, check: Callable[[], Any], op: OperatorRun, timeout: fl
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        assert op.proc is not None
-        if op.proc.poll() is not None:
-            raise AssertionError(f"the operator exited ({op.proc.returncode}):\n{op.log()[-4000:]}")
+        if not op.process.running:
+            raise AssertionError(
+                f"the operator exited ({op.process.returncode}):\n{op.log()[-4000:]}"
+            )
         try:
             last = check()
         except Exception as err:  # not yet: the endpoint is not up, the object not there

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
 
@@ -85,44 +85,6 @@ def builder(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-class Operator:
-    """``buildkit-operator run`` as a subprocess; restartable, killable."""
-
-    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
-        self.kubeconfig, self.log_dir = kubeconfig, log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        assert self.proc is None
-        self.starts += 1
-        log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        self.proc = subprocess.Popen(
-            [str(OPERATOR_BIN), "run", "--all-namespaces", "--verbose"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def log(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")[-4000:]
-            for p in sorted(self.log_dir.glob("operator-*.log"))
-        )
-
-
 def _operator_cluster_role() -> dict[str, Any]:
     """The ClusterRole the chart installs for the operator (manifests/ is generated from
     the chart, and a unit test keeps the two in sync)."""
@@ -141,7 +103,7 @@ def kubectl_admin(cluster: Any) -> Kubectl:
 @pytest.fixture(scope="module")
 def operator_under_test(
     cluster: Any, kubectl_admin: Kubectl, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Operator]:
+) -> Iterator[OperatorProcess]:
     """The operator, as a user holding only the chart's ClusterRole."""
     kubectl_admin(
         "apply", "--server-side", "--force-conflicts", "-f",
@@ -169,19 +131,25 @@ def operator_under_test(
         }
     )
     kubeconfig = cluster.client_kubeconfig(OPERATOR_USER)
-    op = Operator(kubeconfig, tmp_path_factory.mktemp("operator"))
+    op = OperatorProcess(
+        [str(OPERATOR_BIN), "run", "--all-namespaces", "--verbose"],
+        {**os.environ, "KUBECONFIG": str(kubeconfig)},
+        tmp_path_factory.mktemp("operator") / "operator.log",
+    )
     op.start()
     yield op
     op.stop()
 
 
 @pytest.fixture
-def k(kubectl_admin: Kubectl, operator_under_test: Operator, namespace: str) -> Iterator[Kubectl]:
+def k(
+    kubectl_admin: Kubectl, operator_under_test: OperatorProcess, namespace: str
+) -> Iterator[Kubectl]:
     """kubectl with the operator running; on failure the operator's log is shown."""
     yield kubectl_admin
     op = operator_under_test
-    if op.proc is not None and op.proc.poll() is not None:
-        pytest.fail(f"the operator exited ({op.proc.returncode}):\n{op.log()}")
+    if op.process is not None and not op.running:
+        pytest.fail(f"the operator exited ({op.returncode}):\n{op.log()[-8000:]}")
 
 
 def get(k: Kubectl, kind: str, name: str, ns: str) -> dict[str, Any]:
@@ -519,7 +487,7 @@ def _fleet(k: Kubectl, ns: str) -> None:
 
 
 def test_restart_mid_creation_leaves_one_set_each(
-    k: Kubectl, namespace: str, operator_under_test: Operator
+    k: Kubectl, namespace: str, operator_under_test: OperatorProcess
 ) -> None:
     operator = operator_under_test
     _fleet(k, namespace)
@@ -528,7 +496,7 @@ def test_restart_mid_creation_leaves_one_set_each(
         lambda: len(k.json("get", "secrets", "-n", namespace, "-l", MANAGED)["items"]) >= 6,
         timeout=60,
     )
-    operator.stop(signal.SIGKILL)  # no chance to finish anything
+    operator.kill()  # no chance to finish anything
     secrets_before = {
         s["metadata"]["name"]: (s["metadata"]["uid"], s["data"])
         for s in k.json("get", "secrets", "-n", namespace, "-l", MANAGED)["items"]
