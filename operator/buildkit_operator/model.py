@@ -152,15 +152,20 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
 
 
-def _check_object_name(name: str) -> str:
-    """Names of objects the pods refer to (Secrets, ServiceAccounts, classes): the API
-    server rejects a pod or claim naming anything that is not a DNS subdomain."""
+def _dns_subdomain(name: str, what: str) -> str:
+    """The rule for object names: a DNS subdomain of at most 253 characters."""
     if len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
         raise ValueError(
-            f"{name!r} is not a valid object name: at most 253 lowercase alphanumerics, "
+            f"{name!r} is not a valid {what}: at most 253 lowercase alphanumerics, "
             "'-' or '.', starting and ending with an alphanumeric"
         )
     return name
+
+
+def _check_object_name(name: str) -> str:
+    """Names of objects the pods refer to (Secrets, ServiceAccounts, classes): the API
+    server rejects a pod or claim naming anything that is not a DNS subdomain."""
+    return _dns_subdomain(name, "object name")
 
 
 ObjectName = Annotated[str, AfterValidator(_check_object_name)]
@@ -588,12 +593,7 @@ class BuilderStatus(_Model):
 
 
 def _check_name(name: str) -> str:
-    if len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
-        raise ValueError(
-            f"{name!r} is not a valid name: at most 253 lowercase alphanumerics, '-' or '.', "
-            "starting and ending with an alphanumeric"
-        )
-    return name
+    return _dns_subdomain(name, "name")
 
 
 def _check_namespace(namespace: str) -> str:
