@@ -856,6 +856,36 @@ class LocalCluster:
         wait_for(self._volumes_available, "PersistentVolumes Available", remaining())
         log(f"healthy after {time.monotonic() - started:.1f}s; KUBECONFIG={self.kubeconfig}")
 
+    def restart_apiserver(self, down_for: float = 0.0, timeout: float = 60) -> None:
+        """Stop kube-apiserver, leave it down ``down_for`` seconds, start it again and wait
+        until it is ready: how clients are tested against a restarting control plane."""
+        with self._locked():
+            state = self.state
+            pid = state.pids.get("kube-apiserver")
+            if pid and self._alive(pid):
+                self._terminate([("kube-apiserver", pid)], timeout=10)
+            time.sleep(down_for)
+            self._spawn("kube-apiserver", self._apiserver_args(state), state)
+            wait_for(
+                lambda: (
+                    self._check_running("kube-apiserver")
+                    and self.api.request("GET", "/readyz", timeout=5) == "ok"
+                ),
+                "kube-apiserver /readyz after a restart",
+                timeout,
+                on_timeout=lambda: self._tail("kube-apiserver"),
+            )
+
+    def freeze_apiserver(self, seconds: float) -> None:
+        """Stop kube-apiserver's processes (SIGSTOP) for ``seconds``, then let them go on:
+        its connections stay open and answer nothing, as a hung server's do."""
+        pid = self.state.pids["kube-apiserver"]
+        _signal_group(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            _signal_group(pid, signal.SIGCONT)
+
     def _check_running(self, component: str) -> bool:
         child = self._children.get(component)
         if child is not None and child.poll() is not None:

@@ -10,7 +10,9 @@ from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError
 from prometheus_client import Counter, Histogram, start_http_server
+from urllib3.exceptions import HTTPError
 
 from .kube import Kube
 from .model import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -28,6 +30,12 @@ DURATION = Histogram("buildkit_operator_reconcile_seconds", "Time one reconcile 
 # into one reconcile after this short pause.
 COALESCE = 0.3
 MAX_BACKOFF = 300.0
+
+
+def backoff(failures: int) -> float:
+    """Seconds before retry ``failures``: doubling from 2 s, capped (and never overflowing,
+    however long the API server keeps refusing)."""
+    return min(MAX_BACKOFF, 2.0 ** min(failures, 16))
 
 
 class Runner:
@@ -51,12 +59,17 @@ class Runner:
             except Exception:
                 RECONCILES.labels("error").inc()
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
-                self._schedule(key, min(MAX_BACKOFF, 2.0**failures))
+                self._schedule(key, backoff(failures))
                 raise
             finally:
                 DURATION.observe(time.monotonic() - started)
-        self._failures.pop(key, None)
         RECONCILES.labels(outcome.phase or "gone").inc()
+        if outcome.errors:
+            # Refused changes are retried, backing off while the refusal lasts.
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            self._schedule(key, backoff(failures))
+            return outcome
+        self._failures.pop(key, None)
         for action in outcome.actions:
             ACTIONS.labels(action.split(" ", 1)[0]).inc()
         if outcome.phase is None:
@@ -101,8 +114,10 @@ async def builder_changed(namespace: str | None, name: str, memo: kopf.Memo, **_
     assert namespace is not None  # Builders are namespaced
     try:
         await memo["runner"].run(namespace, name)
-    except ApiException as err:
+    except (ApiException, DynamicApiError) as err:
         raise kopf.TemporaryError(f"API server said {err.status} {err.reason}", delay=5) from err
+    except HTTPError as err:  # a timeout or a dropped connection
+        raise kopf.TemporaryError(f"API server unreachable: {err}", delay=5) from err
 
 
 @kopf.index(GROUP, VERSION, PLURAL)

@@ -2,7 +2,8 @@
 
 Blocking calls on the official client; the reconciler runs them off the event loop.
 Writes are server-side apply with one field manager, so the operator owns exactly the
-fields it renders and leaves everyone else's alone.
+fields it renders and leaves everyone else's alone. Every request has a timeout: a hung
+connection must fail the pass (and be retried), never hold a Builder for ever.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 
 from .model import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from .names import LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY, label_value
+from .names import FIELD_MANAGER, LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY, label_value
 
-FIELD_MANAGER = "buildkit-operator"
 log = logging.getLogger(__name__)
 
 # Kinds of the children, in the order they are best created.
@@ -41,6 +41,24 @@ API_VERSIONS = dict((kind, api) for api, kind in CHILD_KINDS)
 
 T = TypeVar("T")
 _RETRYABLE = {409, 429, 500, 502, 503, 504}
+# (connect, read) seconds for every request the operator makes.
+REQUEST_TIMEOUT = (5.0, 30.0)
+# Deleting a workload waits for its pods (foreground), so that a daemon made anew, or
+# scaled up again, never runs beside the old one on one cache volume.
+_FOREGROUND_KINDS = {"Deployment"}
+
+
+def _default_timeout(api_client: client.ApiClient, timeout: tuple[float, float]) -> None:
+    """Give every request of ``api_client`` a timeout unless the call sets its own: the
+    client's default is to wait for ever."""
+    rest = api_client.rest_client
+    request = rest.request
+
+    def with_timeout(*args: Any, **kwargs: Any) -> Any:
+        kwargs["_request_timeout"] = kwargs.get("_request_timeout") or timeout
+        return request(*args, **kwargs)
+
+    rest.request = with_timeout  # type: ignore[method-assign]
 
 
 def _status_of(err: Exception) -> int | None:
@@ -72,6 +90,7 @@ def load_config(kubeconfig: str | None = None) -> client.ApiClient:
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self.api_client = api_client or load_config()
+        _default_timeout(self.api_client, REQUEST_TIMEOUT)
         self.dynamic = DynamicClient(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
@@ -111,6 +130,16 @@ class Kube:
         result: dict[str, Any] = obj.to_dict()
         return result
 
+    def get_missing(
+        self, namespace: str, names: list[tuple[str, str]], found: dict[tuple[str, str], Any]
+    ) -> None:
+        """Look up by name each (kind, name) not in ``found``: an object of a child's name
+        without our labels is someone else's, and must be seen to be left alone."""
+        for kind, name in names:
+            if (kind, name) not in found and (obj := self.get(kind, namespace, name)):
+                obj.setdefault("kind", kind)
+                found[(kind, name)] = obj
+
     def list_children(self, namespace: str, builder: str) -> dict[tuple[str, str], dict[str, Any]]:
         """Every object in the namespace labelled as this Builder's, keyed by (kind, name)."""
         selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_BUILDER}={label_value(builder)}"
@@ -144,11 +173,26 @@ class Kube:
         applied: dict[str, Any] = result.to_dict()
         return applied
 
-    def delete(self, kind: str, namespace: str, name: str, *, wait_for_dependents: bool) -> None:
-        """Delete; with ``wait_for_dependents`` the object stays (terminating) until its pods
-        are gone, so a replacement never runs beside the old daemon on one cache volume."""
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> Any:
+        result = with_retries(
+            lambda: self._resource(kind).patch(
+                name=name,
+                namespace=namespace,
+                body=dict(patch),
+                content_type="application/merge-patch+json",
+                field_manager=FIELD_MANAGER,
+            )
+        )
+        patched: dict[str, Any] = result.to_dict()
+        return patched
+
+    def delete(self, kind: str, namespace: str, name: str, *, uid: str | None = None) -> None:
+        """Delete, if it is still the object of ``uid``; a workload stays (terminating)
+        until its pods are gone, so a replacement never runs beside the old daemon on one
+        cache volume."""
         body = client.V1DeleteOptions(
-            propagation_policy="Foreground" if wait_for_dependents else "Background"
+            propagation_policy="Foreground" if kind in _FOREGROUND_KINDS else "Background",
+            preconditions=client.V1Preconditions(uid=uid) if uid else None,
         )
         with contextlib.suppress(NotFoundError):
             with_retries(

@@ -507,15 +507,20 @@ class BuilderSpec(_Model):
     no_create: StrictBool = Field(
         False,
         description=(
-            "Never create the buildkitd workload: adopt an existing one of the expected name, "
-            "or report phase Missing and create nothing."
+            "Never create, delete or recreate the buildkitd Deployments. One that exists "
+            "under the expected name (<name>-0, <name>-1, ...) is adopted and stays yours "
+            "(no owner reference: deleting the Builder leaves it): what the API server can "
+            "change in place is applied; if anything cannot (its selector), nothing is "
+            "changed and phase Drifted lists the differences. Without one, phase Missing "
+            "and nothing is created."
         ),
     )
     no_recreate: StrictBool = Field(
         False,
         description=(
-            "When the live workload differs from the spec, change nothing and report phase "
-            "Drifted with the differing fields."
+            "When live children differ from the spec, change nothing and report phase "
+            "Drifted with the differing fields. Certificate renewal is not drift and goes "
+            "on."
         ),
     )
 
@@ -546,7 +551,7 @@ Phase = Literal["Pending", "Ready", "Degraded", "Drifted", "Missing", "Invalid"]
 class Condition(_Model):
     """A status condition, shaped like metav1.Condition."""
 
-    type: str = Field(description="Ready, Drifted or Degraded.")
+    type: str = Field(description="Ready, Progressing, Drifted or Degraded.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase reason code.")
     message: str = Field("", description="What happened and what to do about it.")
@@ -585,10 +590,25 @@ class BuilderStatus(_Model):
     )
     drifted_fields: list[str] = Field(
         default_factory=list,
-        description="Fields of live children that differ from the spec (with noRecreate).",
+        description=(
+            "Fields of live children that differ from the spec and were left as they are "
+            "(noRecreate, an adopted workload, a cache claim that cannot change in place)."
+        ),
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Drifted and Degraded conditions."
+        default_factory=list,
+        description=(
+            "Ready (every daemon runs the current spec), Progressing (a rollout or recreate "
+            "is under way), Drifted and Degraded; kstatus-compatible with observedGeneration."
+        ),
+    )
+    applied_spec: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "The last valid spec, which the children were made from: while a later edit is "
+            "invalid, the operator keeps repairing and renewing what runs from this."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
 

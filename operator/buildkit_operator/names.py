@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 
 MANAGED_BY = "buildkit-operator"
+# The one field manager of every write, so server-side apply records what the operator owns.
+FIELD_MANAGER = "buildkit-operator"
 APP_NAME = "buildkitd"
 
 LABEL_NAME = "app.kubernetes.io/name"
@@ -26,10 +28,6 @@ LABEL_DAEMON = "buildkit.dev/daemon"
 
 ANNOTATION_CONFIG_HASH = "buildkit.dev/config-hash"
 ANNOTATION_TLS_HASH = "buildkit.dev/tls-hash"
-# On every child: a hash of the object as rendered, so that fields dropped from the spec
-# (which a field-by-field comparison of desired against live cannot see) count as drift.
-ANNOTATION_APPLIED_HASH = "buildkit.dev/applied-hash"
-
 # Longest suffix appended to the base ("-server-tls", "-cache-63", ...) leaves the base this
 # much room inside a 63-character DNS label.
 BASE_MAX = 50

@@ -1,28 +1,46 @@
-"""Desired vs live: what to create, patch, recreate or delete, and what has drifted.
+"""Desired vs live: what to create, patch, recreate or delete, and what to only report. Pure.
 
-Pure: the reconciler hands in the rendered objects and the live ones and gets back a list
-of actions. ``noCreate`` and ``noRecreate`` are honoured here and nowhere else.
+The reconciler hands in the rendered objects and the live ones (as the API server returned
+them) and gets back a list of actions. ``noCreate``, ``noRecreate`` and ownership are
+honoured here and nowhere else:
 
-Drift is found by comparing the live object with the desired one on the fields we set
-(a live object may carry more: defaults, other managers' fields), plus the applied-hash
-annotation that every rendered object carries, which catches fields removed from the spec.
+- An object is the Builder's when it carries the Builder's controller owner reference (or,
+  for a retained cache claim, which has none, our labels on a claim of the expected name).
+  Anything else of a child's name is someone else's: never patched, owned or deleted, only
+  reported as a conflict.
+- ``noCreate`` adopts a workload it finds: changes the API server makes in place are
+  applied; if any is not possible in place, nothing is changed and all of it is reported.
+- ``noRecreate`` changes nothing of what runs and reports the differences, except
+  certificate renewal: a certificate is not part of the spec, and holding it back would
+  let it expire.
+- A cache claim is never deleted or recreated: what cannot change in place (a smaller size,
+  another class) is kept and reported with what to do.
+
+Drift follows the API server's own semantics (see ``drift.py``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .model import QUANTITY_PATTERN, BuilderSpec, quantity_bytes
-from .names import ANNOTATION_APPLIED_HASH, LABEL_DAEMON
+from .drift import Schema, default_schema, object_differences, stale_fields
+from .model import API_VERSION, KIND, BuilderSpec, quantity_bytes
+from .names import (
+    ANNOTATION_TLS_HASH,
+    FIELD_MANAGER,
+    LABEL_BUILDER,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+)
 
-Verb = Literal["create", "patch", "recreate", "delete"]
+Verb = Literal["create", "patch", "recreate", "delete", "roll"]
 Key = tuple[str, str]  # (kind, name)
 
-_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 WORKLOAD_KIND = "Deployment"
+CLAIM_KIND = "PersistentVolumeClaim"
 
 # Changing these in place is refused by the API server or would be wrong for a running
 # daemon (the security context decides which user owns the cache), so the object is
@@ -33,15 +51,13 @@ _RECREATE_PATHS: dict[str, tuple[str, ...]] = {
         "spec.template.spec.securityContext",
         "spec.template.spec.containers[buildkitd].securityContext",
     ),
-    "PersistentVolumeClaim": (
-        "spec.storageClassName",
-        "spec.accessModes",
-        "spec.volumeMode",
-    ),
     "Secret": ("type",),
-    "Service": (),
-    "ConfigMap": (),
 }
+# What the API server refuses to change in place on a workload someone else made.
+_IMMUTABLE_PATHS: dict[str, tuple[str, ...]] = {"Deployment": ("spec.selector",)}
+# A claim's spec is immutable but for its size, which may only grow.
+_CLAIM_FIXED = ("storageClassName", "accessModes", "volumeMode")
+_TLS_HASH_PATH = f"spec.template.metadata.annotations.{ANNOTATION_TLS_HASH}"
 
 
 @dataclass(frozen=True)
@@ -60,189 +76,260 @@ class Action:
 @dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...] = ()
-    drifted: tuple[str, ...] = ()  # held back by noRecreate: "Deployment x-0: spec.replicas"
+    drifted: tuple[str, ...] = ()  # held back: "Deployment x-0: spec.replicas"
     missing: tuple[str, ...] = ()  # held back by noCreate: "Deployment x-0"
     waiting: tuple[str, ...] = ()  # objects still being deleted
+    conflicts: tuple[str, ...] = ()  # objects of our names that are someone else's
+    kept: tuple[str, ...] = ()  # cache claims that cannot change in place, with what to do
 
     @property
     def converged(self) -> bool:
         return not (self.actions or self.waiting)
 
-
-def _item_key(item: Any) -> str | None:
-    if isinstance(item, Mapping):
-        for key in ("name", "key", "uid", "mountPath"):
-            if key in item:
-                return str(item[key])
-    return None
+    def touches_workload(self, name: str) -> bool:
+        return any(a.kind == WORKLOAD_KIND and a.name == name for a in self.actions)
 
 
-def _scalar_equal(want: Any, have: Any) -> bool:
-    if want == have:
-        return True
-    if isinstance(want, str) and isinstance(have, str | int):
-        have_text = str(have)
-        if _QUANTITY_RE.match(want) and _QUANTITY_RE.match(have_text):
-            try:
-                return quantity_bytes(want) == quantity_bytes(have_text)
-            except ValueError:
-                return False
-    return False
+def _under(path: str, prefixes: Iterable[str]) -> bool:
+    return any(path == p or path.startswith(p + ".") or path.startswith(p + "[") for p in prefixes)
 
 
-def diff(want: Any, have: Any, path: str = "") -> list[str]:
-    """Paths where ``have`` does not carry what ``want`` says; fields only in ``have`` are
-    not drift. Lists of named items are matched by name, other lists must be equal."""
-    if isinstance(want, Mapping):
-        if not isinstance(have, Mapping):
-            return [path or "."]
-        found: list[str] = []
-        for key, value in want.items():
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in have:
-                if value in (None, {}, []):
-                    continue
-                found.append(sub)
-            else:
-                found += diff(value, have[key], sub)
-        return found
-    if isinstance(want, list):
-        if not isinstance(have, list):
-            return [path]
-        keys = [_item_key(item) for item in want]
-        if want and all(keys):
-            by_key = {_item_key(item): item for item in have}
-            found = []
-            for k, item in zip(keys, want, strict=True):
-                sub = f"{path}[{k}]"
-                found += [sub] if k not in by_key else diff(item, by_key[k], sub)
-            return found
-        if len(want) != len(have):
-            return [path]
-        found = []
-        for index, (a, b) in enumerate(zip(want, have, strict=True)):
-            found += diff(a, b, f"{path}[{index}]")
-        return found
-    return [] if _scalar_equal(want, have) else [path]
-
-
-def _needs_recreate(kind: str, paths: Iterable[str], want: Mapping[str, Any], have: Any) -> bool:
-    prefixes = _RECREATE_PATHS.get(kind, ())
+def ownership(
+    obj: Mapping[str, Any], *, builder: str, uid: str | None, label: str
+) -> Literal["ours", "previous", "foreign"]:
+    """Whose ``obj`` is: this Builder's, a deleted namesake Builder's (the garbage collector
+    is about to remove it), or someone else's."""
+    meta = obj.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if uid and any(ref.get("uid") == uid for ref in refs):
+        return "ours"
     if any(
-        p == pre or p.startswith(pre + ".") or p.startswith(pre + "[")
-        for p in paths
-        for pre in prefixes
+        ref.get("apiVersion") == API_VERSION
+        and ref.get("kind") == KIND
+        and ref.get("name") == builder
+        for ref in refs
     ):
-        return True
-    if kind == "PersistentVolumeClaim":
-        # A claim can grow in place but never shrink.
-        try:
-            wanted = quantity_bytes(want["spec"]["resources"]["requests"]["storage"])
-            current = quantity_bytes(have["spec"]["resources"]["requests"]["storage"])
-        except (KeyError, TypeError, ValueError):
-            return False
-        return wanted < current
-    return False
+        return "previous"
+    labels = meta.get("labels") or {}
+    if (
+        obj.get("kind") == CLAIM_KIND
+        and not any(ref.get("controller") for ref in refs)
+        and labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+        and labels.get(LABEL_BUILDER) == label
+    ):
+        return "ours"  # a retained cache claim
+    return "foreign"
 
 
-def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """What of an object we compare: metadata labels, annotations and owners, and the rest."""
-    meta = obj.get("metadata", {})
-    out = {k: v for k, v in obj.items() if k not in ("metadata", "apiVersion", "kind", "status")}
-    out["metadata"] = {
-        k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta
-    }
-    return out
+def _describe(kind: str, name: str, paths: Iterable[str]) -> list[str]:
+    return [f"{kind} {name}: {p}" for p in paths]
 
 
-def _describe(kind: str, name: str, paths: list[str]) -> list[str]:
-    applied = f"metadata.annotations.{ANNOTATION_APPLIED_HASH}"
-    shown = [p for p in paths if p != applied] or ["fields removed from the spec"]
-    return [f"{kind} {name}: {p}" for p in shown]
+def _claim_in_place(
+    want: Mapping[str, Any], have: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The claim as it can be applied (the live class, modes and a size never smaller), and
+    what of the spec it cannot take."""
+    want_spec = dict(want.get("spec") or {})
+    have_spec = have.get("spec") or {}
+    kept: list[str] = []
+    for key in _CLAIM_FIXED:
+        if key in want_spec and key in have_spec and want_spec[key] != have_spec[key]:
+            kept.append(f"spec.{key} is {have_spec[key]} (spec: {want_spec[key]})")
+            want_spec[key] = have_spec[key]
+    try:
+        wanted = want_spec["resources"]["requests"]["storage"]
+        current = have_spec["resources"]["requests"]["storage"]
+        if quantity_bytes(str(wanted)) < quantity_bytes(str(current)):
+            kept.append(f"size is {current} (spec: {wanted})")
+            want_spec["resources"] = {"requests": {"storage": current}}
+    except (KeyError, TypeError, ValueError):
+        pass
+    return {**want, "spec": want_spec}, kept
 
 
-def _daemon_index(obj: Mapping[str, Any]) -> str | None:
-    labels: Mapping[str, str] = obj.get("metadata", {}).get("labels") or {}
-    return labels.get(LABEL_DAEMON)
+def _claim_notice(name: str, kept: list[str]) -> str:
+    return (
+        f"PersistentVolumeClaim {name}: {'; '.join(kept)}; a claim cannot change this in "
+        f"place, so the cache is kept as it is: delete the claim to have it made anew "
+        f"(its cache is lost)"
+    )
 
 
 def plan(
     spec: BuilderSpec,
     desired: Iterable[Mapping[str, Any]],
     live: Mapping[Key, Mapping[str, Any]],
-    owned: Iterable[Key] = (),
+    *,
+    builder: str,
+    uid: str | None,
+    label: str,
+    schema: Schema | None = None,
 ) -> Plan:
     """Decide what to do.
 
-    ``live`` holds every live object that either has a desired name or is labelled as this
-    Builder's; ``owned`` names the live objects that are ours (labelled and owned), which
-    are deleted when no longer desired (retained cache claims excepted).
+    ``live`` holds every live object that has a desired name or carries this Builder's
+    labels, as read from the API server. ``builder``, ``uid`` and ``label`` identify the
+    Builder (its name, uid and label value), to tell its objects from anyone else's.
     """
+    schema = schema or default_schema()
     desired = list(desired)
     desired_keys = {(o["kind"], o["metadata"]["name"]) for o in desired}
     workloads = [o for o in desired if o["kind"] == WORKLOAD_KIND]
-    missing_workloads = [
-        o["metadata"]["name"]
-        for o in workloads
-        if (WORKLOAD_KIND, o["metadata"]["name"]) not in live
-    ]
-    # noCreate: create nothing while the workload is absent; once it exists, the objects
-    # that serve it (Service, config, certificates, cache) are created as usual.
-    hold_creates = spec.no_create and len(missing_workloads) == len(workloads) > 0
 
     actions: list[Action] = []
     drifted: list[str] = []
     missing: list[str] = []
     waiting: list[str] = []
-    recreating_daemons: set[str] = set()
+    conflicts: list[str] = []
+    kept: list[str] = []
+    blocked: set[Key] = set()  # objects a daemon mounts that are not ours
+
+    def whose(obj: Mapping[str, Any]) -> str:
+        return ownership(obj, builder=builder, uid=uid, label=label)
+
+    missing_workloads = [o for o in workloads if (WORKLOAD_KIND, o["metadata"]["name"]) not in live]
+    # noCreate: create nothing while no workload exists; once one does, the objects that
+    # serve it (Service, config, certificates, cache) are made as usual.
+    hold_creates = spec.no_create and len(missing_workloads) == len(workloads) > 0
 
     for want in desired:
         kind, name = want["kind"], want["metadata"]["name"]
         have = live.get((kind, name))
-        if have is not None and have.get("metadata", {}).get("deletionTimestamp"):
-            waiting.append(f"{kind} {name}")
-            continue
         if have is None:
             if kind == WORKLOAD_KIND and spec.no_create:
                 missing.append(f"{kind} {name}")
             elif not hold_creates:
                 actions.append(Action("create", kind, name, want, "absent"))
             continue
-        paths = diff(_comparable(want), _comparable(have))
+        if (have.get("metadata") or {}).get("deletionTimestamp"):
+            waiting.append(f"{kind} {name} is being deleted")
+            continue
+        owner = whose(have)
+        if owner == "previous":
+            waiting.append(f"{kind} {name} of a deleted Builder of this name is being removed")
+            continue
+        if owner == "foreign":
+            if kind == WORKLOAD_KIND and spec.no_create:
+                _adopt(spec, want, have, schema, actions, drifted)
+                continue
+            conflicts.append(
+                f"{kind} {name} already exists and is not this Builder's (no owner reference "
+                f"to it): rename or delete it, or give the Builder another name"
+            )
+            blocked.add((kind, name))
+            continue
+
+        if kind == CLAIM_KIND:
+            want, claim_kept = _claim_in_place(want, have)
+            if claim_kept:
+                kept.append(_claim_notice(name, claim_kept))
+        paths = object_differences(want, have, schema) + stale_fields(want, have, FIELD_MANAGER)
         if not paths:
             continue
-        if spec.no_recreate:
+        is_tls_secret = kind == "Secret" and _component(want) == "tls"
+        if spec.no_recreate and not is_tls_secret:
+            if kind == WORKLOAD_KIND and set(paths) == {_TLS_HASH_PATH}:
+                actions.append(Action("roll", kind, name, _roll_patch(want), "new certificate"))
+                continue
             drifted += _describe(kind, name, paths)
+            if kind == WORKLOAD_KIND and _TLS_HASH_PATH in paths:
+                actions.append(Action("roll", kind, name, _roll_patch(want), "new certificate"))
             continue
-        if _needs_recreate(kind, paths, want, have):
+        if _under_any(paths, _RECREATE_PATHS.get(kind, ())):
             actions.append(Action("recreate", kind, name, want, ", ".join(paths)))
-            if kind == "PersistentVolumeClaim" and (index := _daemon_index(want)) is not None:
-                recreating_daemons.add(index)
         else:
             actions.append(Action("patch", kind, name, want, ", ".join(paths)))
 
-    # A claim in use cannot go until its pod does: recreate the daemon with it.
-    if recreating_daemons:
-        for want in workloads:
-            name = want["metadata"]["name"]
-            if _daemon_index(want) in recreating_daemons and (WORKLOAD_KIND, name) in live:
-                actions = [a for a in actions if a.key != (WORKLOAD_KIND, name)]
-                actions.append(
-                    Action("recreate", WORKLOAD_KIND, name, want, "its cache volume is recreated")
-                )
+    # A daemon never starts on someone else's config, certificate or claim.
+    if blocked:
+        mounts = {k for k in blocked if k[0] in ("ConfigMap", "Secret", CLAIM_KIND)}
+        if mounts:
+            actions = [
+                a
+                for a in actions
+                if not (a.kind == WORKLOAD_KIND and a.verb in ("create", "patch", "recreate"))
+                or not _mounts(a.obj, mounts)
+            ]
 
-    for key in owned:
-        if key in desired_keys or key not in live:
+    for key, have in live.items():
+        if key in desired_keys or whose(have) != "ours":
             continue
         kind, name = key
-        have = live[key]
-        if have.get("metadata", {}).get("deletionTimestamp"):
+        if (have.get("metadata") or {}).get("deletionTimestamp"):
             continue
-        if kind == "PersistentVolumeClaim" and spec.cache.retain:
-            continue
+        if kind == CLAIM_KIND:
+            continue  # a cache is never deleted by the operator
         if spec.no_recreate:
             drifted.append(f"{kind} {name}: not in the spec")
             continue
         actions.append(Action("delete", kind, name, have, "no longer in the spec"))
 
-    return Plan(tuple(actions), tuple(drifted), tuple(missing), tuple(waiting))
+    return Plan(
+        tuple(actions),
+        tuple(drifted),
+        tuple(missing),
+        tuple(waiting),
+        tuple(conflicts),
+        tuple(kept),
+    )
+
+
+def _under_any(paths: Iterable[str], prefixes: Iterable[str]) -> bool:
+    prefixes = tuple(prefixes)
+    return any(_under(p, prefixes) for p in paths)
+
+
+def _component(obj: Mapping[str, Any]) -> str | None:
+    labels: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(LABEL_COMPONENT)
+
+
+def _roll_patch(want: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch of only the certificate checksum on the pod template: it rolls the pods
+    onto a renewed certificate and touches nothing else of a workload held by noRecreate."""
+    annotations = want["spec"]["template"]["metadata"]["annotations"]
+    return {
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {ANNOTATION_TLS_HASH: annotations[ANNOTATION_TLS_HASH]}}
+            }
+        }
+    }
+
+
+def _mounts(workload: Mapping[str, Any], keys: set[Key]) -> bool:
+    volumes = workload["spec"]["template"]["spec"].get("volumes") or []
+    for volume in volumes:
+        if (cm := volume.get("configMap")) and ("ConfigMap", cm.get("name")) in keys:
+            return True
+        if (secret := volume.get("secret")) and ("Secret", secret.get("secretName")) in keys:
+            return True
+        claim = volume.get("persistentVolumeClaim")
+        if claim and (CLAIM_KIND, claim.get("claimName")) in keys:
+            return True
+    return False
+
+
+def _adopt(
+    spec: BuilderSpec,
+    want: Mapping[str, Any],
+    have: Mapping[str, Any],
+    schema: Schema,
+    actions: list[Action],
+    drifted: list[str],
+) -> None:
+    """noCreate found a workload that is not ours: it stays the user's (no owner reference,
+    so deleting the Builder leaves it). What the API server changes in place is applied,
+    unless noRecreate is set or some change is impossible in place: then all of it is
+    reported and nothing is touched."""
+    kind, name = want["kind"], want["metadata"]["name"]
+    meta = {k: v for k, v in want["metadata"].items() if k != "ownerReferences"}
+    adopted = {**want, "metadata": meta}
+    paths = object_differences(adopted, have, schema) + stale_fields(adopted, have, FIELD_MANAGER)
+    if not paths:
+        return
+    if spec.no_recreate or _under_any(paths, _IMMUTABLE_PATHS.get(kind, ())):
+        drifted += _describe(kind, name, paths)
+        return
+    actions.append(Action("patch", kind, name, adopted, "adopted: " + ", ".join(paths)))

@@ -3,18 +3,27 @@
 Level-based and idempotent: it reads the Builder and its children afresh every time, so
 it does not matter what woke it (a Builder change, a child event, a timer, a restart).
 When nothing differs it writes nothing. It returns how soon it wants to run again.
+
+A refusal by the API server (a quota, a validating webhook, an immutable field) stops only
+the change it refused: the rest of the pass goes on, and the refusal becomes a condition
+and a Warning Event naming the object and the server's message.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError
+
 from .kube import Kube, secret_data
 from .model import Builder, InvalidBuilder
-from .names import ChildNames
+from .names import ANNOTATION_TLS_HASH, ChildNames, label_value
 from .plan import WORKLOAD_KIND, Action, Plan, plan
 from .render import render_builder, server_sans
 from .render.config import unknown_keys
@@ -31,6 +40,24 @@ RENEWAL_CHECK = timedelta(hours=1)
 # A user's tls.secretName Secret carries none of our labels, so no watch reports its
 # rotation (watching every Secret of the cluster would cost far more): look at it this often.
 USER_SECRET_CHECK = 30.0
+# Objects that are not ours carry none of our labels either: look again this often, so
+# the Builder goes on soon after someone removes a conflicting object.
+CONFLICT_CHECK = 30.0
+
+_VERB_REASONS = {
+    "create": "Created",
+    "recreate": "Recreating",
+    "patch": "Updated",
+    "roll": "Updated",
+    "delete": "Deleted",
+}
+_PAST = {
+    "create": "created",
+    "recreate": "deleting to create anew",
+    "patch": "updated",
+    "roll": "rolled onto a renewed certificate",
+    "delete": "deleted",
+}
 
 
 @dataclass(frozen=True)
@@ -39,34 +66,36 @@ class Outcome:
     actions: tuple[str, ...] = ()
     requeue_after: float | None = None
     status_written: bool = False
+    errors: tuple[str, ...] = ()
 
 
-_EVENT_REASONS = {
-    "create": "Created",
-    "patch": "Updated",
-    "recreate": "Recreating",
-    "delete": "Deleted",
-}
+def _api_message(err: Exception) -> str:
+    """The API server's own message for a refused request."""
+    status = getattr(err, "status", None)
+    body = getattr(err, "body", None)
+    message = None
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    if isinstance(body, str):
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+    message = message or getattr(err, "summary", lambda: None)() or getattr(err, "reason", "")
+    return f"{status} {message}".strip()
 
 
-def _apply(kube: Kube, builder_obj: dict[str, Any], action: Action) -> None:
-    ns = builder_obj["metadata"]["namespace"]
+def _apply(kube: Kube, namespace: str, action: Action) -> dict[str, Any] | None:
+    """Carry out one action; returns the object as the API server now has it, if any."""
     if action.verb in ("create", "patch"):
-        kube.apply(action.obj)
-    elif action.verb == "recreate":
-        # Deleted now and created by a later pass once it is gone, so old and new never
-        # run side by side on one cache volume.
-        kube.delete(action.kind, ns, action.name, wait_for_dependents=True)
-    elif action.verb == "delete":
-        kube.delete(action.kind, ns, action.name, wait_for_dependents=False)
-    what = f"{action.kind} {action.name}"
-    message = {
-        "create": f"created {what}",
-        "patch": f"updated {what} ({action.reason})",
-        "recreate": f"deleting {what} to create it anew ({action.reason})",
-        "delete": f"deleted {what} ({action.reason})",
-    }[action.verb]
-    kube.event(builder_obj, "Normal", _EVENT_REASONS[action.verb], message)
+        return kube.apply(action.obj)
+    if action.verb == "roll":
+        return dict(kube.merge_patch(action.kind, namespace, action.name, action.obj))
+    uid = (action.obj.get("metadata") or {}).get("uid") if action.verb == "delete" else None
+    # Deleted now and created by a later pass once it is gone, so old and new never run
+    # side by side on one cache volume.
+    kube.delete(action.kind, namespace, action.name, uid=uid)
+    return None
 
 
 def _tls(
@@ -110,6 +139,27 @@ def _write_status(kube: Kube, obj: dict[str, Any], status: dict[str, Any]) -> bo
     return True
 
 
+def _last_applied(obj: Mapping[str, Any]) -> Builder | None:
+    """The Builder as last applied (``status.appliedSpec``), to keep what runs repaired
+    and renewed while the current spec is invalid."""
+    spec = (obj.get("status") or {}).get("appliedSpec")
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        return Builder.from_manifest({**obj, "spec": spec})
+    except InvalidBuilder:
+        return None
+
+
+def _running_tls_hash(live: Mapping[tuple[str, str], Mapping[str, Any]], name: str) -> str | None:
+    """The certificate checksum the running daemon was started with, to keep it as it is."""
+    dep = live.get((WORKLOAD_KIND, ChildNames(name).daemon(0))) or {}
+    template = (dep.get("spec") or {}).get("template") or {}
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ANNOTATION_TLS_HASH)
+    return str(value) if value else None
+
+
 def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None) -> Outcome:
     now = now or datetime.now(UTC)
     obj = kube.get_builder(namespace, name)
@@ -118,128 +168,152 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
     previous = obj.get("status") or {}
     generation = obj["metadata"].get("generation")
 
+    invalid: list[str] = []
     try:
         builder = Builder.from_manifest(obj)
+        applied_spec: Mapping[str, Any] | None = obj.get("spec") or {}
     except InvalidBuilder as err:
-        return _invalid(kube, obj, err.problems, generation, previous, now)
+        last = _last_applied(obj)
+        if last is None:
+            return _invalid(kube, obj, err.problems, generation, previous, now)
+        invalid, builder = err.problems, last
+        applied_spec = previous.get("appliedSpec")
 
-    live = kube.list_children(namespace, name)
     names = ChildNames(name)
-    # The expected workloads may exist without our labels (noCreate adoption, or objects
-    # made by hand): look them up by name too.
-    for index in range(builder.spec.replicas):
-        key = (WORKLOAD_KIND, names.daemon(index))
-        if key not in live and (found := kube.get(WORKLOAD_KIND, namespace, key[1])):
-            live[key] = found
-
+    live = kube.list_children(namespace, name)
     bundle, external_hash, tls_problem = _tls(kube, builder, live, now)
     if tls_problem:
-        return _invalid(
-            kube,
-            obj,
-            [f"spec.tls.secretName: {tls_problem}"],
-            generation,
-            previous,
-            now,
-            requeue_after=USER_SECRET_CHECK,
-        )
+        # The daemons keep the certificate they run with until the Secret is fixed.
+        invalid.append(f"spec.tls.secretName: {tls_problem}")
+        external_hash = _running_tls_hash(live, name)
 
     desired = render_builder(builder, bundle, external_tls_hash=external_hash)
-    owned = [key for key, child in live.items() if _owned_by(child, obj)]
-    the_plan = plan(builder.spec, desired, live, owned)
+    kube.get_missing(namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live)
+    the_plan = plan(
+        builder.spec,
+        desired,
+        live,
+        builder=name,
+        uid=obj["metadata"].get("uid"),
+        label=label_value(name),
+    )
 
-    if (
-        bundle is not None
-        and bundle.issued
-        and any(a.kind == "Secret" and a.verb in ("create", "patch") for a in the_plan.actions)
-    ):
-        kube.event(
-            obj,
-            "Normal",
-            "CertificateIssued",
-            f"issued {', '.join(sorted(bundle.issued))} certificate(s): "
-            + ("; ".join(bundle.reasons) or "none existed"),
-        )
-
-    unknown = unknown_keys(builder.spec.buildkitd.config)
-    if unknown and any(a.kind == "ConfigMap" for a in the_plan.actions):
-        kube.event(
-            obj,
-            "Warning",
-            "UnknownConfigKeys",
-            "buildkitd ignores these keys of spec.buildkitd.config: " + ", ".join(unknown),
-        )
-
-    done: list[str] = []
+    done: list[Action] = []
+    errors: list[str] = []
+    failed: set[tuple[str, str]] = set()
+    after: dict[tuple[str, str], dict[str, Any] | None] = {}
     for action in the_plan.actions:
-        _apply(kube, obj, action)
-        done.append(f"{action.verb} {action.kind} {action.name}")
+        try:
+            after[action.key] = _apply(kube, namespace, action)
+        except (ApiException, DynamicApiError) as err:
+            problem = f"{action.verb} {action.kind} {action.name}: {_api_message(err)}"
+            errors.append(problem)
+            failed.add(action.key)
+            log.warning("%s/%s: %s", namespace, name, problem)
+            continue
+        done.append(action)
         log.info(
             "%s/%s: %s %s %s (%s)",
-            namespace,
-            name,
-            action.verb,
-            action.kind,
-            action.name,
-            action.reason,
-        )
+            namespace, name, action.verb, action.kind, action.name, action.reason,
+        )  # fmt: skip
 
-    if the_plan.drifted and not _drift_reported(previous, the_plan):
-        kube.event(
-            obj,
-            "Warning",
-            "Drifted",
-            "noRecreate is set; live objects differ: " + "; ".join(the_plan.drifted[:10]),
-        )
-    if the_plan.missing and previous.get("phase") != "Missing":
-        kube.event(
-            obj,
-            "Warning",
-            "WorkloadMissing",
-            "noCreate is set and " + ", ".join(the_plan.missing) + " does not exist",
-        )
+    _record_actions(kube, obj, builder, done, bundle)
 
-    daemons = [
-        daemon_state(names.daemon(i), live.get((WORKLOAD_KIND, names.daemon(i))))
-        for i in range(builder.spec.replicas)
-    ]
+    daemons = []
+    for i in range(builder.spec.replicas):
+        key = (WORKLOAD_KIND, names.daemon(i))
+        state = after[key] if key in after else live.get(key)
+        daemons.append(daemon_state(key[1], state))
+    server_applied = ("Secret", names.server_secret) not in failed
     status = compute_status(
         builder,
         the_plan,
         daemons,
-        certificate_not_after=bundle.server.not_after if bundle else None,
+        certificate_not_after=_certificate_not_after(bundle, server_applied, previous),
         previous=previous,
         now=now,
+        errors=errors,
+        invalid=invalid,
+        applied_spec=applied_spec,
     )
+    # An invalid spec is judged by the operator: say which generation it judged.
+    status["observedGeneration"] = generation
     written = _write_status(kube, obj, status)
-    if written and previous.get("phase") != status["phase"]:
-        kube.event(
-            obj,
-            "Normal" if status["phase"] in ("Ready", "Pending") else "Warning",
-            status["phase"],
-            status["message"],
-        )
+    _record_phase_event(kube, obj, previous, status, written)
     return Outcome(
         phase=status["phase"],
-        actions=tuple(done),
+        actions=tuple(f"{a.verb} {a.kind} {a.name}" for a in done),
         requeue_after=_requeue(
             the_plan, bundle, now, user_secret=builder.spec.tls.mode == "secret"
         ),
         status_written=written,
+        errors=tuple(errors),
     )
 
 
-def _owned_by(child: dict[str, Any], builder_obj: dict[str, Any]) -> bool:
-    uid = builder_obj["metadata"].get("uid")
-    refs = child.get("metadata", {}).get("ownerReferences") or []
-    if any(ref.get("uid") == uid for ref in refs):
-        return True
-    # Retained cache claims carry our labels but no owner reference.
-    return child.get("kind") == "PersistentVolumeClaim"
+def _certificate_not_after(
+    bundle: TLSBundle | None, applied: bool, previous: Mapping[str, Any]
+) -> datetime | None:
+    if bundle is None:
+        return None
+    if applied:
+        return bundle.server.not_after
+    text = previous.get("certificateNotAfter")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if text else None
 
 
-def _drift_reported(previous: dict[str, Any], the_plan: Plan) -> bool:
-    return list(previous.get("driftedFields") or []) == list(the_plan.drifted)
+def _record_actions(
+    kube: Kube,
+    obj: dict[str, Any],
+    builder: Builder,
+    done: list[Action],
+    bundle: TLSBundle | None,
+) -> None:
+    """One Event for everything this pass changed: a converged Builder records nothing,
+    and a new one records one."""
+    if not done:
+        return
+    verbs = [a.verb for a in done]
+    first = next(v for v in _VERB_REASONS if v in verbs)
+    parts = []
+    for verb in _VERB_REASONS:
+        what = [f"{a.kind} {a.name}" for a in done if a.verb == verb]
+        if what:
+            parts.append(f"{_PAST[verb]} {', '.join(what)}")
+    if bundle is not None and bundle.issued and any(a.kind == "Secret" for a in done):
+        parts.append(
+            f"issued {', '.join(sorted(bundle.issued))} certificate(s): "
+            + ("; ".join(bundle.reasons) or "none existed")
+        )
+    unknown = unknown_keys(builder.spec.buildkitd.config)
+    if unknown and any(a.kind == "ConfigMap" for a in done):
+        parts.append("buildkitd ignores these keys of spec.buildkitd.config: " + ", ".join(unknown))
+        kube.event(obj, "Warning", "UnknownConfigKeys", parts[-1])
+    kube.event(obj, "Normal", _VERB_REASONS[first], "; ".join(parts))
+
+
+# Phases worth an Event of their own: the problems, and recovering from one.
+_WARNING_PHASES = {"Degraded", "Drifted", "Missing", "Invalid"}
+
+
+def _record_phase_event(
+    kube: Kube,
+    obj: dict[str, Any],
+    previous: Mapping[str, Any],
+    status: Mapping[str, Any],
+    written: bool,
+) -> None:
+    if not written:
+        return
+    phase, before = status["phase"], previous.get("phase")
+    if phase == before and status.get("message") == previous.get("message"):
+        return
+    if phase in _WARNING_PHASES and status.get("message") != previous.get("message"):
+        reason = status["conditions"][0]["reason"]
+        event_reason = {"ApiError": "ApplyFailed", "InvalidSpec": "InvalidSpec"}.get(reason, phase)
+        kube.event(obj, "Warning", event_reason, str(status["message"]))
+    elif phase == "Ready" and before in _WARNING_PHASES:
+        kube.event(obj, "Normal", "Ready", str(status["message"]))
 
 
 def _requeue(
@@ -249,6 +323,8 @@ def _requeue(
         return SETTLE_DELAY
     if user_secret:
         return USER_SECRET_CHECK
+    if the_plan.conflicts:
+        return CONFLICT_CHECK
     if bundle is not None:
         renew_at = min(bundle.server.not_after, bundle.client.not_after, bundle.ca.not_after)
         until = (renew_at - RENEW_BEFORE - now).total_seconds()
@@ -263,10 +339,9 @@ def _invalid(
     generation: int | None,
     previous: dict[str, Any],
     now: datetime,
-    requeue_after: float | None = None,
 ) -> Outcome:
     status = invalid_status(problems, generation=generation, previous=previous, now=now)
     written = _write_status(kube, obj, status)
     if written and previous.get("message") != status["message"]:
         kube.event(obj, "Warning", "InvalidSpec", status["message"])
-    return Outcome(phase="Invalid", requeue_after=requeue_after, status_written=written)
+    return Outcome(phase="Invalid", status_written=written)

@@ -25,3 +25,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.error_backoffs = [1, 2, 5, 10, 30, 60]
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # Kopf's own requests (patches, watch connections) give up rather than hang.
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10

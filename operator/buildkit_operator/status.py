@@ -13,7 +13,7 @@ from typing import Any
 
 from .model import Builder, BuilderStatus, Condition, Phase
 from .names import ChildNames
-from .plan import Plan
+from .plan import WORKLOAD_KIND, Plan
 
 
 @dataclass(frozen=True)
@@ -85,32 +85,66 @@ def compute_status(
     certificate_not_after: datetime | None,
     previous: Mapping[str, Any],
     now: datetime,
+    errors: Sequence[str] = (),
+    invalid: Sequence[str] = (),
+    applied_spec: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status subresource as it should read."""
+    """The status subresource as it should read.
+
+    ``daemons`` describe the workloads as they are after this pass's writes, so a daemon
+    whose template was just changed counts as rolling out, not as ready. ``errors`` are
+    the API server's refusals of this pass; ``invalid`` the problems of a spec the operator
+    cannot act on (what runs is then kept from ``applied_spec``).
+    """
     spec, names = builder.spec, ChildNames(builder.name)
     ready = sum(d.ready for d in daemons)
     desired = spec.replicas
     problems = [f"{d.name}: {d.problem}" for d in daemons if d.problem and d.problem != "absent"]
+    rolling = [d.name for d in daemons if not d.ready and not d.problem]
+    workload_changes = [a for a in plan.actions if a.kind == WORKLOAD_KIND]
+    progressing = bool(rolling or workload_changes or plan.waiting) and not plan.missing
 
     phase: Phase
-    if plan.missing:
+    if invalid:
+        phase, reason = "Invalid", "InvalidSpec"
+        message = "the spec is invalid, so the daemons keep running as last applied: " + "; ".join(
+            invalid
+        )
+    elif plan.missing:
         phase, reason = "Missing", "WorkloadMissing"
         message = (
             f"noCreate is set and {_listing(plan.missing)} does not exist in namespace "
             f"{builder.namespace}: create it, or set noCreate to false"
         )
     elif plan.drifted:
-        phase, reason = "Drifted", "NoRecreate"
-        message = (
-            f"noRecreate is set and the live objects differ from the spec "
-            f"({_listing(plan.drifted, 3)}): set noRecreate to false to apply the spec"
+        phase, reason = "Drifted", "NoRecreate" if spec.no_recreate else "CannotChangeInPlace"
+        what = (
+            "noRecreate is set and the live objects differ from the spec"
+            if spec.no_recreate
+            else "the adopted workload differs from the spec in ways it cannot change in place"
         )
-    elif ready >= desired:
+        todo = (
+            "set noRecreate to false to apply the spec"
+            if spec.no_recreate
+            else "recreate it from the spec, or set noCreate to false"
+        )
+        message = f"{what} ({_listing(plan.drifted, 3)}): {todo}"
+    elif errors:
+        phase, reason = "Degraded", "ApiError"
+        message = "the API server refused a change: " + _listing(list(errors), 2)
+    elif plan.conflicts:
+        phase, reason = "Degraded", "Conflict"
+        message = _listing(list(plan.conflicts), 2)
+    elif ready >= desired and not progressing:
         phase, reason = "Ready", "DaemonsReady"
         message = f"{ready}/{desired} daemons ready at {names.endpoint(builder.namespace)}"
     elif problems:
         phase, reason = "Degraded", "RolloutFailed"
         message = f"{ready}/{desired} daemons ready; {_listing(problems, 2)}"
+    elif progressing:
+        phase, reason = "Pending", "RollingOut"
+        waiting = rolling or [a.name for a in workload_changes] or list(plan.waiting)
+        message = f"{ready}/{desired} daemons ready; rolling out {_listing(waiting)}"
     elif ready > 0:
         phase, reason = "Degraded", "DaemonsNotReady"
         not_ready = [d.name for d in daemons if not d.ready]
@@ -121,14 +155,41 @@ def compute_status(
 
     old_conditions = previous.get("conditions") or []
     generation = builder.generation
+    held = [*plan.drifted, *plan.kept]
+    if plan.drifted:
+        drift_reason = "NoRecreate" if spec.no_recreate else "CannotChangeInPlace"
+    else:
+        drift_reason = "CacheClaimKept" if plan.kept else "InSync"
+    if progressing:
+        progress_reason = (
+            "Recreating"
+            if any(a.verb == "recreate" for a in workload_changes) or plan.waiting
+            else "RollingOut"
+        )
+        progress_message = (
+            f"{ready}/{desired} daemons run the current spec; "
+            + _listing(rolling or [a.name for a in workload_changes] or list(plan.waiting))
+            + " in progress"
+        )
+    else:
+        progress_reason, progress_message = "Complete", "every daemon runs the current spec"
     conditions = [
         _condition(old_conditions, "Ready", phase == "Ready", reason, message, now, generation),
         _condition(
             old_conditions,
+            "Progressing",
+            progressing,
+            progress_reason,
+            progress_message,
+            now,
+            generation,
+        ),
+        _condition(
+            old_conditions,
             "Drifted",
-            bool(plan.drifted),
-            "NoRecreate" if plan.drifted else "InSync",
-            "; ".join(plan.drifted[:10]) if plan.drifted else "live objects match the spec",
+            bool(held),
+            drift_reason,
+            "; ".join(held[:10]) if held else "live objects match the spec",
             now,
             generation,
         ),
@@ -152,8 +213,9 @@ def compute_status(
         endpoint=names.endpoint(builder.namespace),
         client_secret_name=names.client_secret if spec.tls.mode == "auto" else None,
         certificate_not_after=_timestamp(certificate_not_after) if certificate_not_after else None,
-        drifted_fields=list(plan.drifted),
+        drifted_fields=held,
         conditions=conditions,
+        applied_spec=dict(applied_spec) if applied_spec is not None else None,
     )
     return status.model_dump(by_alias=True, exclude_none=True)
 
@@ -161,8 +223,8 @@ def compute_status(
 def invalid_status(
     problems: Sequence[str], *, generation: int | None, previous: Mapping[str, Any], now: datetime
 ) -> dict[str, Any]:
-    """Status for a spec the operator cannot act on. What runs keeps running, so the fields
-    describing it (endpoint, readiness, certificate) are kept as they were."""
+    """Status for a spec the operator cannot act on when nothing was ever applied. What
+    runs keeps running, so the fields describing it are kept as they were."""
     message = "the spec is invalid, nothing was changed: " + "; ".join(problems)
     old_conditions = previous.get("conditions") or []
     kept = {k: v for k, v in previous.items() if k not in ("phase", "message", "conditions")}
@@ -171,7 +233,7 @@ def invalid_status(
         *[
             Condition.model_validate(c)
             for c in old_conditions
-            if c.get("type") in ("Drifted", "Degraded")
+            if c.get("type") in ("Progressing", "Drifted", "Degraded")
         ],
     ]
     status = {

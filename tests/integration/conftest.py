@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import OPERATOR_BIN, OPERATOR_USER, operator_cluster_role
+from harness import Kubectl as AdminKubectl
 from helm_client import Helm, helm_binary
 from operator_process import OperatorProcess, operator_binary
 
@@ -141,3 +143,63 @@ def helm(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Helm:
     return Helm(helm_binary(tools), cluster.kubeconfig, tmp_path_factory.mktemp("helm-home"))
+
+
+# --- the operator under test, as a user holding only the chart's ClusterRole -----------
+
+
+@pytest.fixture(scope="module")
+def kubectl_admin(cluster: Any) -> AdminKubectl:
+    return AdminKubectl(cluster.kubectl_path, cluster.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def operator_under_test(
+    cluster: Any, kubectl_admin: AdminKubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator, as a user holding only the chart's ClusterRole."""
+    kubectl_admin(
+        "apply", "--server-side", "--force-conflicts", "-f",
+        str(REPO / "crds" / "builders.buildkit.dev.yaml"),
+    )  # fmt: skip
+    kubectl_admin(
+        "wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s"
+    )
+    role = operator_cluster_role()
+    role["metadata"] = {"name": "buildkit-operator-under-test"}
+    kubectl_admin.apply(role)
+    kubectl_admin.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "buildkit-operator-under-test"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "buildkit-operator-under-test",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}
+            ],
+        }
+    )
+    kubeconfig = cluster.client_kubeconfig(OPERATOR_USER)
+    op = OperatorProcess(
+        [str(OPERATOR_BIN), "run", "--all-namespaces", "--verbose"],
+        {**os.environ, "KUBECONFIG": str(kubeconfig)},
+        tmp_path_factory.mktemp("operator") / "operator.log",
+    )
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def k(
+    kubectl_admin: AdminKubectl, operator_under_test: OperatorProcess, namespace: str
+) -> Iterator[AdminKubectl]:
+    """kubectl with the operator running; on failure the operator's log is shown."""
+    yield kubectl_admin
+    op = operator_under_test
+    if op.process is not None and not op.running:
+        pytest.fail(f"the operator exited ({op.returncode}):\n{op.log()[-8000:]}")

@@ -9,192 +9,30 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from harness import (
+    MANAGED,
+    OPERATOR_BIN,
+    Kubectl,
+    builder,
+    children,
+    get,
+    operator_writes,
+    patch_spec,
+    pods_of,
+    wait_phase,
+    wait_until,
+)
 from operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-OPERATOR_BIN = REPO / ".venv" / "bin" / "buildkit-operator"
-OPERATOR_USER = "buildkit-operator-under-test"
-MANAGED = "app.kubernetes.io/managed-by=buildkit-operator"
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-class Kubectl:
-    """The real kubectl, as the cluster admin (the user applying Builders)."""
-
-    def __init__(self, binary: Path, kubeconfig: Path) -> None:
-        self.binary, self.kubeconfig = binary, kubeconfig
-
-    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run(
-            [str(self.binary), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout if check else proc.stdout + proc.stderr
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "-o", "json"))
-
-    def apply(self, obj: dict[str, Any] | str) -> str:
-        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
-        return self("apply", "-f", "-", input=text)
-
-
-def wait_until(
-    what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.5
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as err:  # kubectl failing (e.g. NotFound) is "not yet"
-            last = err
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-def builder(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "buildkit.dev/v1alpha1",
-        "kind": "Builder",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-
-
-def _operator_cluster_role() -> dict[str, Any]:
-    """The ClusterRole the chart installs for the operator (manifests/ is generated from
-    the chart, and a unit test keeps the two in sync)."""
-    for path in sorted((REPO / "manifests").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "ClusterRole":
-                return dict(doc)
-    raise AssertionError("no ClusterRole in manifests/: run `make manifests`")
-
-
-@pytest.fixture(scope="module")
-def kubectl_admin(cluster: Any) -> Kubectl:
-    return Kubectl(cluster.kubectl_path, cluster.kubeconfig)
-
-
-@pytest.fixture(scope="module")
-def operator_under_test(
-    cluster: Any, kubectl_admin: Kubectl, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    """The operator, as a user holding only the chart's ClusterRole."""
-    kubectl_admin(
-        "apply", "--server-side", "--force-conflicts", "-f",
-        str(REPO / "crds" / "builders.buildkit.dev.yaml"),
-    )  # fmt: skip
-    kubectl_admin(
-        "wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s"
-    )
-    role = _operator_cluster_role()
-    role["metadata"] = {"name": "buildkit-operator-under-test"}
-    kubectl_admin.apply(role)
-    kubectl_admin.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "buildkit-operator-under-test"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "buildkit-operator-under-test",
-            },
-            "subjects": [
-                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}
-            ],
-        }
-    )
-    kubeconfig = cluster.client_kubeconfig(OPERATOR_USER)
-    op = OperatorProcess(
-        [str(OPERATOR_BIN), "run", "--all-namespaces", "--verbose"],
-        {**os.environ, "KUBECONFIG": str(kubeconfig)},
-        tmp_path_factory.mktemp("operator") / "operator.log",
-    )
-    op.start()
-    yield op
-    op.stop()
-
-
-@pytest.fixture
-def k(
-    kubectl_admin: Kubectl, operator_under_test: OperatorProcess, namespace: str
-) -> Iterator[Kubectl]:
-    """kubectl with the operator running; on failure the operator's log is shown."""
-    yield kubectl_admin
-    op = operator_under_test
-    if op.process is not None and not op.running:
-        pytest.fail(f"the operator exited ({op.returncode}):\n{op.log()[-8000:]}")
-
-
-def get(k: Kubectl, kind: str, name: str, ns: str) -> dict[str, Any]:
-    return dict(k.json("get", kind, name, "-n", ns))
-
-
-def patch_spec(k: Kubectl, name: str, ns: str, spec: dict[str, Any]) -> None:
-    k("patch", "builder", name, "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}))
-
-
-def phase(k: Kubectl, name: str, ns: str) -> str | None:
-    status = get(k, "builder", name, ns).get("status") or {}
-    return status.get("phase")
-
-
-def wait_phase(k: Kubectl, name: str, ns: str, want: str, timeout: float = 90) -> dict[str, Any]:
-    wait_until(f"Builder {ns}/{name} phase {want}", lambda: phase(k, name, ns) == want, timeout)
-    return get(k, "builder", name, ns)
-
-
-def pods_of(k: Kubectl, ns: str, builder_name: str) -> list[dict[str, Any]]:
-    items = k.json("get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={builder_name}")
-    return list(items["items"])
-
-
-def children(
-    k: Kubectl, ns: str, kinds: str = "deployments,services,configmaps,secrets,pvc"
-) -> dict[str, dict[str, Any]]:
-    items = k.json("get", kinds, "-n", ns, "-l", MANAGED)["items"]
-    return {f"{i['kind']}/{i['metadata']['name']}": i for i in items}
-
-
-def operator_writes(cluster: Any, since: float) -> list[str]:
-    """Write requests the operator's user made after ``since`` (epoch seconds)."""
-    writes = []
-    for line in cluster.audit_log.read_text().splitlines():
-        entry = json.loads(line)
-        if entry.get("user", {}).get("username") != OPERATOR_USER:
-            continue
-        stamp = entry.get("requestReceivedTimestamp", "")
-        when = datetime.fromisoformat(stamp).timestamp()
-        if when >= since and entry.get("stage") == "ResponseComplete":
-            writes.append(f"{entry['verb']} {entry.get('requestURI')}")
-    return writes
-
 
 # --- 1: a Builder becomes Ready where its nodeSelector says ---------------------------------
 

@@ -1,19 +1,24 @@
-"""plan: desired vs live → actions, drift, noCreate and noRecreate. Pure, no cluster."""
+"""plan: decisions on ownership, noCreate, noRecreate and caches. Pure, no cluster.
+
+The live objects here are written by hand in the shape the API server returns, each with
+only what the decision under test turns on. Convergence over every spec field, against
+the live objects of the real API server, is proven by tests/integration/test_convergence.py.
+"""
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from buildkit_operator.model import Builder
-from buildkit_operator.plan import Plan, diff, plan
+from buildkit_operator.plan import Plan, ownership, plan
 from buildkit_operator.render import render_builder, server_sans
 from buildkit_operator.tls import ensure_tls
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
+UID = "u-1"
+OURS = {"apiVersion": "buildkit.dev/v1alpha1", "kind": "Builder", "name": "team-a", "uid": UID}
+LABELS = {"app.kubernetes.io/managed-by": "buildkit-operator", "buildkit.dev/builder": "team-a"}
 
 
 def make(**spec: Any) -> Builder:
@@ -21,7 +26,7 @@ def make(**spec: Any) -> Builder:
         {
             "apiVersion": "buildkit.dev/v1alpha1",
             "kind": "Builder",
-            "metadata": {"name": "team-a", "namespace": "ci", "uid": "u-1"},
+            "metadata": {"name": "team-a", "namespace": "ci", "uid": UID},
             "spec": spec,
         }
     )
@@ -30,26 +35,14 @@ def make(**spec: Any) -> Builder:
 _BUNDLE = ensure_tls({}, name="team-a", server_sans=server_sans(make()), now=NOW)
 
 
-def rendered(b: Builder) -> list[dict[str, Any]]:
-    return render_builder(b, _BUNDLE)
+def decide(b: Builder, live: dict[tuple[str, str], dict[str, Any]]) -> Plan:
+    desired = render_builder(b, _BUNDLE)
+    return plan(b.spec, desired, live, builder="team-a", uid=UID, label="team-a")
 
 
-def live_from(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """What the API server would hand back: our objects plus fields it defaults."""
-    live = {}
-    for obj in copy.deepcopy(objects):
-        obj["metadata"]["resourceVersion"] = "1"
-        obj["metadata"]["uid"] = f"uid-{obj['metadata']['name']}"
-        if obj["kind"] == "Deployment":
-            obj["spec"]["progressDeadlineSeconds"] = 600
-            container = obj["spec"]["template"]["spec"]["containers"][0]
-            container["terminationMessagePath"] = "/dev/termination-log"
-            container["imagePullPolicy"] = "IfNotPresent"
-            obj["status"] = {"readyReplicas": 1}
-        if obj["kind"] == "Service":
-            obj["spec"]["clusterIP"] = "10.96.0.10"
-        live[(obj["kind"], obj["metadata"]["name"])] = obj
-    return live
+def obj(kind: str, name: str, **fields: Any) -> dict[str, Any]:
+    meta = fields.pop("metadata", {})
+    return {"kind": kind, "metadata": {"name": name, "namespace": "ci", **meta}, **fields}
 
 
 def verbs(p: Plan) -> set[tuple[str, str, str]]:
@@ -57,8 +50,7 @@ def verbs(p: Plan) -> set[tuple[str, str, str]]:
 
 
 def test_nothing_live_creates_every_child_in_order() -> None:
-    b = make(replicas=2)
-    p = plan(b.spec, rendered(b), {})
+    p = decide(make(replicas=2), {})
     kinds = [a.kind for a in p.actions]
     assert all(a.verb == "create" for a in p.actions)
     assert kinds.index("ConfigMap") < kinds.index("Deployment")
@@ -67,126 +59,135 @@ def test_nothing_live_creates_every_child_in_order() -> None:
     assert len(p.actions) == 1 + 3 + 2 + 2 + 1
 
 
-def test_converged_world_plans_nothing_despite_server_defaults() -> None:
-    b = make(replicas=2)
-    desired = rendered(b)
-    p = plan(b.spec, desired, live_from(desired), owned=live_from(desired).keys())
-    assert p.actions == () and p.converged
+def test_objects_of_our_names_that_are_someone_elses_are_left_alone() -> None:
+    live = {
+        ("ConfigMap", "team-a-config"): obj("ConfigMap", "team-a-config", data={"x": "1"}),
+        ("Service", "team-a"): obj("Service", "team-a", spec={"ports": [{"port": 80}]}),
+    }
+    p = decide(make(), live)
+    touched = {(a.kind, a.name) for a in p.actions}
+    assert ("ConfigMap", "team-a-config") not in touched
+    assert ("Service", "team-a") not in touched
+    assert any("ConfigMap team-a-config" in c for c in p.conflicts)
+    assert any("Service team-a " in c for c in p.conflicts)
+    # The daemon would mount someone else's config: it waits; the rest goes on.
+    assert ("Deployment", "team-a-0") not in touched
+    assert ("Secret", "team-a-ca") in touched
 
 
-def test_hand_edit_is_patched_back() -> None:
-    b = make()
-    desired = rendered(b)
-    live = live_from(desired)
-    live[("Deployment", "team-a-0")]["spec"]["template"]["spec"]["containers"][0]["image"] = "x"
-    p = plan(b.spec, desired, live)
-    assert verbs(p) == {("patch", "Deployment", "team-a-0")}
-    assert "containers[buildkitd].image" in p.actions[0].reason
+def test_our_labels_alone_do_not_make_an_object_ours() -> None:
+    copied = obj("Service", "team-a", metadata={"labels": LABELS}, spec={})
+    assert ownership(copied, builder="team-a", uid=UID, label="team-a") == "foreign"
+    claim = obj("PersistentVolumeClaim", "team-a-cache-0", metadata={"labels": LABELS})
+    assert ownership(claim, builder="team-a", uid=UID, label="team-a") == "ours"
 
 
-def test_field_removed_from_spec_is_drift() -> None:
-    """A dropped nodeSelector leaves nothing to compare field by field; the applied hash
-    annotation catches it, so server-side apply removes the field."""
-    before = rendered(make(nodeSelector={"disk": "ssd"}))
-    after = rendered(make())
-    p = plan(make().spec, after, live_from(before))
-    assert ("patch", "Deployment", "team-a-0") in verbs(p)
+def test_a_deleted_namesakes_children_are_waited_for() -> None:
+    old = {**OURS, "uid": "old", "controller": True}
+    live = {("Service", "team-a"): obj("Service", "team-a", metadata={"ownerReferences": [old]})}
+    p = decide(make(), live)
+    assert ("Service", "team-a") not in {(a.kind, a.name) for a in p.actions}
+    assert p.waiting and not p.conflicts
 
 
-def test_rootless_switch_recreates_the_workload() -> None:
-    live = live_from(rendered(make(rootless=True)))
-    b = make(rootless=False)
-    p = plan(b.spec, rendered(b), live)
-    assert ("recreate", "Deployment", "team-a-0") in verbs(p)
-
-
-def test_storage_class_change_recreates_claim_and_its_daemon() -> None:
-    live = live_from(rendered(make(cache={"storageClassName": "slow"})))
-    b = make(cache={"storageClassName": "fast"})
-    p = plan(b.spec, rendered(b), live)
-    assert ("recreate", "PersistentVolumeClaim", "team-a-cache-0") in verbs(p)
-    assert ("recreate", "Deployment", "team-a-0") in verbs(p)
-
-
-def test_claim_grows_in_place_but_never_shrinks() -> None:
-    live = live_from(rendered(make(cache={"size": "10Gi"})))
-    grow = make(cache={"size": "20Gi"})
-    assert ("patch", "PersistentVolumeClaim", "team-a-cache-0") in verbs(
-        plan(grow.spec, rendered(grow), live)
-    )
-    shrink = make(cache={"size": "5Gi"})
-    assert ("recreate", "PersistentVolumeClaim", "team-a-cache-0") in verbs(
-        plan(shrink.spec, rendered(shrink), live)
-    )
-
-
-def test_scale_down_deletes_daemon_but_retains_cache() -> None:
-    live = live_from(rendered(make(replicas=2)))
-    b = make(replicas=1)
-    p = plan(b.spec, rendered(b), live, owned=live.keys())
+def test_owned_objects_no_longer_desired_are_deleted_but_never_a_claim() -> None:
+    owned = {"metadata": {"ownerReferences": [OURS], "labels": LABELS}}
+    live = {
+        ("Deployment", "team-a-1"): obj("Deployment", "team-a-1", **owned),
+        ("PersistentVolumeClaim", "team-a-cache-1"): obj(
+            "PersistentVolumeClaim", "team-a-cache-1", **owned
+        ),
+        ("Deployment", "someone-else"): obj("Deployment", "someone-else"),
+    }
+    p = decide(make(replicas=1, cache={"retain": False}), live)
     assert ("delete", "Deployment", "team-a-1") in verbs(p)
-    assert not any(a.kind == "PersistentVolumeClaim" and a.verb == "delete" for a in p.actions)
-    b = make(replicas=1, cache={"retain": False})
-    p = plan(b.spec, rendered(b), live, owned=live.keys())
-    assert ("delete", "PersistentVolumeClaim", "team-a-cache-1") in verbs(p)
+    assert not any(a.verb == "delete" and a.kind == "PersistentVolumeClaim" for a in p.actions)
+    assert not any(a.name == "someone-else" for a in p.actions)
 
 
 def test_no_create_without_workload_creates_nothing() -> None:
-    b = make(noCreate=True, replicas=2)
-    p = plan(b.spec, rendered(b), {})
+    p = decide(make(noCreate=True, replicas=2), {})
     assert p.actions == ()
     assert p.missing == ("Deployment team-a-0", "Deployment team-a-1")
 
 
-def test_no_create_with_workload_serves_it() -> None:
-    b = make(noCreate=True)
-    desired = rendered(b)
-    live = {k: v for k, v in live_from(desired).items() if k[0] == "Deployment"}
-    p = plan(b.spec, desired, live)
-    assert p.missing == ()
+def _users_deployment(selector: dict[str, str]) -> dict[str, Any]:
+    """As ``kubectl create deployment team-a-0 --image=busybox`` leaves it."""
+    return obj(
+        "Deployment",
+        "team-a-0",
+        metadata={"uid": "theirs", "labels": {"app": "team-a-0"}},
+        spec={
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": selector},
+                "spec": {"containers": [{"name": "busybox", "image": "busybox"}]},
+            },
+        },
+    )
+
+
+def test_no_create_never_deletes_or_recreates_what_it_adopts() -> None:
+    live = {("Deployment", "team-a-0"): _users_deployment({"app": "team-a-0"})}
+    p = decide(make(noCreate=True), live)
+    assert not any(a.kind == "Deployment" for a in p.actions)
+    assert any(d.startswith("Deployment team-a-0: spec.selector") for d in p.drifted)
     assert ("create", "Service", "team-a") in verbs(p)
-    assert not any(a.kind == "Deployment" and a.verb == "create" for a in p.actions)
 
 
-def test_no_recreate_holds_every_change_and_lists_it() -> None:
-    live = live_from(rendered(make(noRecreate=True, replicas=2)))
-    b = make(noRecreate=True, replicas=1, image="other", rootless=False)
-    p = plan(b.spec, rendered(b), live, owned=live.keys())
-    assert p.actions == ()
-    assert any(d.startswith("Deployment team-a-0: ") and "image" in d for d in p.drifted)
-    assert "Deployment team-a-1: not in the spec" in p.drifted
+def test_no_create_applies_in_place_changes_without_taking_ownership() -> None:
+    selector = {
+        "app.kubernetes.io/name": "buildkitd",
+        "app.kubernetes.io/instance": "team-a",
+        "buildkit.dev/daemon": "0",
+    }
+    live = {("Deployment", "team-a-0"): _users_deployment(selector)}
+    p = decide(make(noCreate=True), live)
+    [action] = [a for a in p.actions if a.kind == "Deployment"]
+    assert action.verb == "patch"
+    assert "ownerReferences" not in action.obj["metadata"]
 
 
-def test_no_recreate_still_creates_what_is_missing() -> None:
-    b = make(noRecreate=True)
-    desired = rendered(b)
-    live = live_from(desired)
-    del live[("Service", "team-a")]
-    assert verbs(plan(b.spec, desired, live)) == {("create", "Service", "team-a")}
+def test_claim_that_cannot_shrink_or_change_class_is_kept_and_reported() -> None:
+    live = {
+        ("PersistentVolumeClaim", "team-a-cache-0"): obj(
+            "PersistentVolumeClaim",
+            "team-a-cache-0",
+            metadata={"labels": LABELS},
+            spec={
+                "accessModes": ["ReadWriteOnce"],
+                "volumeMode": "Filesystem",
+                "storageClassName": "standard",
+                "resources": {"requests": {"storage": "50Gi"}},
+            },
+        )
+    }
+    p = decide(make(cache={"size": "20Gi", "storageClassName": "fast-ssd"}), live)
+    assert not any(a.kind == "PersistentVolumeClaim" for a in p.actions if a.verb != "patch")
+    for action in p.actions:
+        if action.kind == "PersistentVolumeClaim":
+            assert action.obj["spec"]["storageClassName"] == "standard"
+            assert action.obj["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    [notice] = p.kept
+    assert "50Gi" in notice and "fast-ssd" in notice and "delete the claim" in notice
+
+
+def test_no_recreate_holds_changes_but_not_certificate_renewal() -> None:
+    owned = {"ownerReferences": [OURS], "labels": LABELS}
+    stale_secret = obj("Secret", "team-a-server-tls", metadata=owned, type="Opaque", data={})
+    live = {
+        ("Secret", "team-a-server-tls"): stale_secret,
+        ("Service", "team-a"): obj("Service", "team-a", metadata=owned, spec={"type": "NodePort"}),
+    }
+    p = decide(make(noRecreate=True), live)
+    assert ("patch", "Secret", "team-a-server-tls") in verbs(p)
+    assert ("patch", "Service", "team-a") not in verbs(p)
+    assert any(d.startswith("Service team-a: spec.type") for d in p.drifted)
 
 
 def test_terminating_object_is_waited_for() -> None:
-    b = make()
-    desired = rendered(b)
-    live = live_from(desired)
-    live[("Deployment", "team-a-0")]["metadata"]["deletionTimestamp"] = "2026-11-24T00:00:00Z"
-    p = plan(b.spec, desired, live)
-    assert p.waiting == ("Deployment team-a-0",) and not p.converged
-    assert p.actions == ()
-
-
-@pytest.mark.parametrize(
-    ("want", "have", "drift"),
-    [
-        ({"a": "50Gi"}, {"a": "50Gi", "b": 1}, []),
-        ({"q": "1.5Gi"}, {"q": "1536Mi"}, []),
-        ({"q": "1Gi"}, {"q": "1G"}, ["q"]),
-        ({"l": [{"name": "x", "v": 1}]}, {"l": [{"name": "y"}, {"name": "x", "v": 1}]}, []),
-        ({"l": [{"name": "x", "v": 1}]}, {"l": [{"name": "x", "v": 2}]}, ["l[x].v"]),
-        ({"args": ["a", "b"]}, {"args": ["a"]}, ["args"]),
-        ({"m": {"k": "v"}}, {}, ["m"]),
-        ({"m": {}}, {}, []),
-    ],
-)
-def test_diff(want: Any, have: Any, drift: list[str]) -> None:
-    assert diff(want, have) == drift
+    dying = obj("Deployment", "team-a-0", metadata={"deletionTimestamp": "2026-11-24T00:00:00Z"})
+    p = decide(make(), {("Deployment", "team-a-0"): dying})
+    assert p.waiting and not p.converged
+    assert ("Deployment", "team-a-0") not in {(a.kind, a.name) for a in p.actions}

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from ..model import Builder
-from ..names import ANNOTATION_APPLIED_HASH
 from ..tls import TLSBundle
 from .config import buildkitd_toml, config_hash
 from .secrets import server_sans, tls_hash, tls_secrets
@@ -46,15 +43,4 @@ def render_builder(
         for index in range(builder.spec.replicas)
     ]
     objects.append(service(builder))
-    for obj in objects:
-        stamp_applied_hash(obj)
     return objects
-
-
-def stamp_applied_hash(obj: dict[str, Any]) -> None:
-    """Annotate ``obj`` with a hash of itself. ``data`` is left out: ConfigMap and Secret
-    keys are fixed, so their values are compared directly, and no hash of key material
-    ends up in an annotation."""
-    body = {k: v for k, v in obj.items() if k != "data"}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-    obj["metadata"].setdefault("annotations", {})[ANNOTATION_APPLIED_HASH] = digest

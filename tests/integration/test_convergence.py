@@ -1,0 +1,448 @@
+"""Fuzzing what users can write, against the real API server.
+
+- Convergence: Hypothesis draws valid Builders over every field of the contract (lists
+  whose items share keys, quantities in every spelling, raw config, each TLS mode); each is
+  applied, and the operator must come to rest: no write (from the API server's audit log)
+  and no Event for a window, whatever the spec.
+- Hand edits: a random field the operator owns (read from the live object's managedFields,
+  as the API server recorded them) of a random child is changed by hand; it is repaired
+  within seconds, or, with noRecreate, reported.
+
+The number of examples is small by default (each takes seconds against a real cluster);
+BKO_FUZZ_EXAMPLES raises it. Failing examples are kept in Hypothesis' database and the
+ones found so far are pinned with @example.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from harness import (
+    Kubectl,
+    assert_at_rest,
+    builder,
+    get,
+    settle,
+    wait_until,
+)
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = int(os.environ.get("BKO_FUZZ_EXAMPLES", "6"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=os.environ.get("BKO_FUZZ_RANDOM") is None,
+)
+
+# --- what users write ----------------------------------------------------------------------
+
+label_keys = st.sampled_from(["team", "example.com/tier", "dedicated", "kubernetes.io/arch"])
+label_values = st.sampled_from(["a", "b", "amd64", "arm64", "x-1", "v1.2"])
+cpu = st.sampled_from(["100m", "0.1", "1", "1e3", "250m", "2", "0.5", "1500m"])
+memory = st.sampled_from(["1Gi", "512Mi", "1e9", "1G", "1.5Gi", "128974848", "129e6"])
+
+toleration = st.fixed_dictionaries(
+    {"key": st.sampled_from(["dedicated", "gpu"]), "operator": st.just("Exists")},
+    optional={"effect": st.sampled_from(["NoSchedule", "NoExecute", "PreferNoSchedule"])},
+)
+match_expression = st.fixed_dictionaries(
+    {
+        "key": st.sampled_from(["kubernetes.io/os", "zone"]),
+        "operator": st.sampled_from(["In", "NotIn"]),
+        "values": st.lists(st.sampled_from(["linux", "a", "b"]), min_size=1, max_size=2),
+    }
+)
+affinity = st.one_of(
+    st.none(),
+    st.builds(
+        lambda exprs: {
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 10, "preference": {"matchExpressions": exprs}}
+                ]
+            }
+        },
+        st.lists(match_expression, min_size=1, max_size=3),
+    ),
+)
+spread = st.lists(
+    st.fixed_dictionaries(
+        {
+            "maxSkew": st.integers(1, 3),
+            "topologyKey": st.sampled_from(["kubernetes.io/hostname", "kubernetes.io/arch"]),
+            "whenUnsatisfiable": st.just("ScheduleAnyway"),
+        }
+    ),
+    max_size=2,
+    unique_by=lambda c: c["topologyKey"],
+)
+resources = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "requests": st.fixed_dictionaries({}, optional={"cpu": cpu, "memory": memory}),
+            "limits": st.fixed_dictionaries(
+                {}, optional={"cpu": st.just("4"), "memory": st.just("8Gi")}
+            ),
+        },
+    ),
+)
+raw_config = st.sampled_from(
+    [
+        None,
+        "debug = true\n",
+        '[grpc]\n  debugAddress = "0.0.0.0:6060"\n',
+        "[worker.oci]\n  gc = true\n",
+        '[registry."example.com"]\n  http = true\n',
+    ]
+)
+buildkitd = st.fixed_dictionaries(
+    {},
+    optional={
+        "args": st.lists(st.sampled_from(["--debug", "--trace"]), max_size=2, unique=True),
+        "maxParallelism": st.integers(1, 8),
+        "registryMirrors": st.dictionaries(
+            st.sampled_from(["docker.io", "ghcr.io"]),
+            st.lists(st.sampled_from(["mirror.internal:5000", "m2.internal"]), min_size=1),
+            max_size=2,
+        ),
+        "insecureRegistries": st.lists(st.sampled_from(["r.internal:5000"]), max_size=1),
+        "platforms": st.lists(st.sampled_from(["linux/amd64", "linux/arm64"]), unique=True),
+        "config": raw_config,
+    },
+)
+cache = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["persistent", "ephemeral"]),
+        "size": st.sampled_from(["1Gi", "1.5Gi", "2048Mi", "3e9", "1G"]),
+        "storageClassName": st.sampled_from(["standard", "fast-ssd"]),
+        "retain": st.booleans(),
+    },
+)
+tls = st.one_of(
+    st.fixed_dictionaries(
+        {"mode": st.just("auto")},
+        optional={
+            "extraSANs": st.lists(st.sampled_from(["b.example.com", "10.0.0.1"]), unique=True)
+        },
+    ),
+    st.just({"mode": "secret", "secretName": "user-tls"}),
+    st.just({"mode": "disabled"}),
+)
+specs = st.fixed_dictionaries(
+    {},
+    optional={
+        "rootless": st.booleans(),
+        "replicas": st.integers(0, 2),
+        "nodeSelector": st.dictionaries(label_keys, label_values, max_size=1),
+        "tolerations": st.lists(toleration, max_size=3),
+        "affinity": affinity,
+        "topologySpreadConstraints": spread,
+        "serviceAccountName": st.just("default"),
+        "imagePullSecrets": st.lists(
+            st.fixed_dictionaries({"name": st.sampled_from(["pull-a", "pull-b"])}),
+            max_size=2,
+            unique_by=lambda r: r["name"],
+        ),
+        "podLabels": st.dictionaries(st.sampled_from(["team", "cost"]), label_values, max_size=2),
+        "podAnnotations": st.dictionaries(
+            st.sampled_from(["example.com/note", "prometheus.io/scrape"]),
+            st.sampled_from(["", "true", "a b"]),
+            max_size=2,
+        ),
+        "resources": resources,
+        "buildkitd": buildkitd,
+        "cache": cache,
+        "tls": tls,
+        "service": st.fixed_dictionaries({"type": st.sampled_from(["ClusterIP", "NodePort"])}),
+        "noRecreate": st.booleans(),
+    },
+)
+
+
+def _drop_none(spec: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in spec.items() if v is not None}
+    if isinstance(out.get("buildkitd"), dict):
+        out["buildkitd"] = {k: v for k, v in out["buildkitd"].items() if v is not None}
+    tls_mode = (out.get("tls") or {}).get("mode")
+    service_type = (out.get("service") or {}).get("type")
+    if tls_mode == "disabled" and service_type not in (None, "ClusterIP"):
+        out["service"] = {"type": "ClusterIP"}  # refused at apply without an explicit opt-in
+    return out
+
+
+def _user_tls_secret(k: Kubectl, ns: str) -> None:
+    """A valid server certificate for tls.mode secret, made as a user would (openssl-like)."""
+    from buildkit_operator.tls import ensure_tls
+
+    bundle = ensure_tls({}, name="fz", server_sans=["fz"], now=datetime.now(UTC))
+    data = {k2: base64.b64encode(v).decode() for k2, v in bundle.secret_data()["server"].items()}
+    k.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "user-tls", "namespace": ns},
+            "data": data,
+        }
+    )
+
+
+_counter = iter(range(10**6))
+
+
+def _converges(k: Kubectl, cluster: Any, ns: str, spec: dict[str, Any]) -> str:
+    name = f"fz-{next(_counter)}"
+    k.apply(builder(name, ns, **spec))
+    generation = get(k, "builder", name, ns)["metadata"]["generation"]
+    wait_until(
+        f"{name} observed",
+        lambda: (
+            get(k, "builder", name, ns).get("status", {}).get("observedGeneration") == generation
+        ),
+        timeout=60,
+    )
+    assert_at_rest(k, cluster, ns, name)
+    return name
+
+
+# Specs that once made the operator write for ever.
+SHARED_KEY_TOLERATIONS = {
+    "tolerations": [
+        {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Exists", "effect": "NoExecute"},
+    ]
+}
+
+
+@FUZZ
+@given(spec=specs)
+@example(spec=SHARED_KEY_TOLERATIONS)
+@example(spec={"resources": {"requests": {"cpu": "0.1", "memory": "1e3"}}})
+def test_every_valid_builder_converges_and_rests(
+    k: Kubectl, namespace: str, cluster: Any, spec: dict[str, Any]
+) -> None:
+    _user_tls_secret(k, namespace)
+    _converges(k, cluster, namespace, _drop_none(spec))
+
+
+# --- hand edits ----------------------------------------------------------------------------
+
+_KINDS = ("deployment", "service", "configmap", "secret")
+
+
+def _owned_leaves(obj: dict[str, Any]) -> list[list[str | int]]:
+    """JSON paths of the leaf fields the operator's manager owns on ``obj``."""
+    fields = next(
+        (
+            e["fieldsV1"]
+            for e in obj["metadata"].get("managedFields") or []
+            if e["manager"] == "buildkit-operator" and e["operation"] == "Apply"
+        ),
+        {},
+    )
+    leaves: list[list[str | int]] = []
+
+    def walk(node: dict[str, Any], value: Any, path: list[str | int]) -> None:
+        children = {k: v for k, v in node.items() if k != "."}
+        if not children:
+            leaves.append(path)
+            return
+        for key, sub in children.items():
+            kind, _, text = key.partition(":")
+            if kind == "f" and isinstance(value, dict) and text in value:
+                walk(sub, value[text], [*path, text])
+            elif kind == "k" and isinstance(value, list):
+                want = json.loads(text)
+                for index, item in enumerate(value):
+                    if all(item.get(a) == b for a, b in want.items()):
+                        walk(sub, item, [*path, index])
+
+    walk(fields, obj, [])
+    return leaves
+
+
+def _at(obj: Any, path: list[str | int]) -> Any:
+    for part in path:
+        obj = obj[part]
+    return obj
+
+
+def _edited(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return value + "-edited" if value else "edited"
+    return None
+
+
+def _pointer(path: list[str | int]) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+# Edits the API server takes but the operator cannot see as a change of its own: data of
+# the TLS Secrets (a broken certificate is re-issued, not restored), and labels our
+# selectors and watches rely on (the object is no longer found as ours).
+def _skipped(kind: str, path: list[str | int]) -> bool:
+    text = ".".join(str(p) for p in path)
+    return (
+        (kind == "secret" and text.startswith("data."))
+        or text.startswith("metadata.labels.app.kubernetes.io/managed-by")
+        or text.startswith("metadata.labels.buildkit.dev/builder")
+        or text.startswith("metadata.ownerReferences")
+    )
+
+
+@FUZZ
+@given(
+    spec=specs,
+    kind=st.sampled_from(_KINDS),
+    choice=st.integers(0, 10**6),
+)
+def test_a_hand_edit_of_any_field_the_operator_sets_is_repaired(
+    k: Kubectl, namespace: str, cluster: Any, spec: dict[str, Any], kind: str, choice: int
+) -> None:
+    spec = _drop_none(spec)
+    if (spec.get("tls") or {}).get("mode") == "secret":
+        _user_tls_secret(k, namespace)
+    if spec.get("replicas") == 0:
+        spec["replicas"] = 1
+    if kind == "secret" and (spec.get("tls") or {}).get("mode", "auto") != "auto":
+        kind = "configmap"
+    name = _converges(k, cluster, namespace, spec)
+    target = {
+        "deployment": f"{name}-0",
+        "service": name,
+        "configmap": f"{name}-config",
+        "secret": f"{name}-ca",
+    }[kind]
+    obj = get(k, kind, target, namespace)
+    leaves = [p for p in _owned_leaves(obj) if not _skipped(kind, p)]
+    assert leaves, f"the operator owns no field of {kind} {target}"
+    # Try fields from the drawn one on until the API server takes an edit (some fields
+    # are immutable or must stay consistent, such as a Deployment's selector).
+    for offset in range(len(leaves)):
+        path = leaves[(choice + offset) % len(leaves)]
+        old = _at(obj, path)
+        new = _edited(old)
+        if new is None:
+            continue
+        patch = [{"op": "replace", "path": _pointer(path), "value": new}]
+        refused = k(
+            "patch",
+            kind,
+            target,
+            "-n",
+            namespace,
+            "--type=json",
+            "-p",
+            json.dumps(patch),
+            check=False,
+        )
+        if "patched" in refused:
+            break
+    else:
+        pytest.skip(f"no field of {kind} {target} takes an edit")
+
+    where = ".".join(str(p) for p in path)
+    if spec.get("noRecreate"):
+
+        def reported() -> bool:
+            status = get(k, "builder", name, namespace).get("status") or {}
+            return any(target in d for d in status.get("driftedFields") or [])
+
+        wait_until(f"the edit of {kind} {target} {where} reported", reported, timeout=30)
+    else:
+        wait_until(
+            f"{kind} {target} {where} repaired to {old!r}",
+            lambda: _at(get(k, kind, target, namespace), path) == old,
+            timeout=30,
+        )
+    settle(cluster, namespace)
+
+
+def test_certificates_are_renewed_under_no_recreate(k: Kubectl, namespace: str) -> None:
+    """Certificates are not drift: noRecreate never holds back their renewal, and status
+    shows the certificate the daemons were given."""
+    from cryptography import x509
+
+    from buildkit_operator.model import Builder
+    from buildkit_operator.render import server_sans
+    from buildkit_operator.tls import ensure_tls
+
+    spec = {"noRecreate": True, "cache": {"type": "ephemeral", "size": "1Gi"}}
+    k.apply(builder("nr", namespace, **spec))
+    wait_until(
+        "nr Ready",
+        lambda: get(k, "builder", "nr", namespace).get("status", {}).get("phase") == "Ready",
+        60,
+    )
+    hash_before = _at(
+        get(k, "deployment", "nr-0", namespace),
+        ["spec", "template", "metadata", "annotations", "buildkit.dev/tls-hash"],
+    )
+    ca = {
+        key: base64.b64decode(v) for key, v in get(k, "secret", "nr-ca", namespace)["data"].items()
+    }
+    short = ensure_tls(
+        {"ca": ca},
+        name="nr",
+        server_sans=server_sans(Builder.from_manifest(builder("nr", namespace, **spec))),
+        now=datetime.now(UTC),
+        leaf_validity=timedelta(days=20),
+        renew_before=timedelta(days=1),
+    ).secret_data()["server"]
+    planted = {key: base64.b64encode(value).decode() for key, value in short.items()}
+    k(
+        "patch",
+        "secret",
+        "nr-server-tls",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"data": planted}),
+    )
+
+    def renewed() -> x509.Certificate | None:
+        data = get(k, "secret", "nr-server-tls", namespace)["data"]
+        if data["cert.pem"] == planted["cert.pem"]:
+            return None
+        return x509.load_pem_x509_certificate(base64.b64decode(data["cert.pem"]))
+
+    cert = wait_until("the server certificate renewed despite noRecreate", renewed, timeout=30)
+    assert cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=300)
+    wait_until(
+        "the pods rolled onto it",
+        lambda: (
+            _at(
+                get(k, "deployment", "nr-0", namespace),
+                ["spec", "template", "metadata", "annotations", "buildkit.dev/tls-hash"],
+            )
+            != hash_before
+        ),
+        30,
+    )
+    wait_until(
+        "status shows the renewed certificate",
+        lambda: (
+            get(k, "builder", "nr", namespace)["status"].get("certificateNotAfter")
+            == cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        30,
+    )
+    time.sleep(1)
+    assert get(k, "builder", "nr", namespace)["status"]["phase"] == "Ready"
