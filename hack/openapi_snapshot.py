@@ -11,7 +11,7 @@ semantics) to ``operator/buildkit_operator/openapi_children.json``.
 An integration test regenerates the snapshot from the pinned API server and checks it is
 the one committed, so it cannot fall out of step with the Kubernetes version we test on.
 
-Usage: hack/openapi_snapshot.py [--kubeconfig PATH] [--check]
+Usage: hack/openapi_snapshot.py [--dir CLUSTER_DIR] [--check]   (default: .local-cluster)
 """
 
 from __future__ import annotations
@@ -115,22 +115,15 @@ def render(snapshot: Mapping[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kubeconfig", help="kubeconfig of the API server to read")
+    parser.add_argument(
+        "--dir", default=str(REPO / ".local-cluster"), help="a hack/cluster.py cluster's directory"
+    )
     parser.add_argument("--check", action="store_true", help="fail if the snapshot differs")
     args = parser.parse_args()
 
-    from kubernetes import client, config
+    from cluster import LocalCluster
 
-    config.load_kube_config(config_file=args.kubeconfig)
-    api = client.ApiClient()
-
-    def get(path: str) -> Any:
-        response = api.call_api(
-            path, "GET", response_type="object", _return_http_data_only=True, _preload_content=True
-        )
-        return response
-
-    text = render(reduce_documents(fetch_documents(get)))
+    text = render(reduce_documents(fetch_documents(LocalCluster(Path(args.dir)).api.get)))
     if args.check:
         if SNAPSHOT.read_text() != text:
             print(f"{SNAPSHOT} differs from the API server's schema: rerun without --check")

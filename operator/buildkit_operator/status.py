@@ -21,6 +21,7 @@ class DaemonState:
     name: str
     ready: bool
     problem: str | None = None  # e.g. a failed rollout's message
+    rolling: bool = False  # its rollout is under way (kstatus: in progress)
 
 
 def daemon_state(name: str, deployment: Mapping[str, Any] | None) -> DaemonState:
@@ -36,12 +37,18 @@ def daemon_state(name: str, deployment: Mapping[str, Any] | None) -> DaemonState
         and not status.get("unavailableReplicas")
     )
     problem = None
+    rollout_done = False
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             problem = cond.get("message") or "rollout exceeded its progress deadline"
+        if cond.get("type") == "Progressing" and cond.get("reason") == "NewReplicaSetAvailable":
+            rollout_done = True
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             problem = cond.get("message") or "pod could not be created"
-    return DaemonState(name, bool(ready), problem)
+    # Not ready while the Deployment controller still rolls it out is progress; not ready
+    # after its rollout completed (a pod that crashes, a failing probe) is not.
+    rolling = not ready and problem is None and not (current and rollout_done)
+    return DaemonState(name, bool(ready), problem, rolling)
 
 
 def _timestamp(now: datetime) -> str:
@@ -100,7 +107,7 @@ def compute_status(
     ready = sum(d.ready for d in daemons)
     desired = spec.replicas
     problems = [f"{d.name}: {d.problem}" for d in daemons if d.problem and d.problem != "absent"]
-    rolling = [d.name for d in daemons if not d.ready and not d.problem]
+    rolling = [d.name for d in daemons if d.rolling]
     workload_changes = [a for a in plan.actions if a.kind == WORKLOAD_KIND]
     progressing = bool(rolling or workload_changes or plan.waiting) and not plan.missing
 

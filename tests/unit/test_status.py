@@ -63,11 +63,21 @@ def test_ready() -> None:
     assert c["Drifted"]["status"] == "False" and c["Degraded"]["status"] == "False"
 
 
-def test_pending_then_degraded() -> None:
-    assert status_for(make(replicas=2), Plan(), [0, 0])["phase"] == "Pending"
+def test_pending_while_rolling_out_then_degraded() -> None:
+    s = status_for(make(replicas=2), Plan(), [0, 0])
+    assert s["phase"] == "Pending" and conditions(s)["Progressing"]["status"] == "True"
     s = status_for(make(replicas=2), Plan(), [1, 0])
+    assert s["phase"] == "Pending" and "team-a-1" in conditions(s)["Progressing"]["message"]
+    # Rolled out, then not ready (a crashing pod): no progress, a degraded Builder.
+    done = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+    crashed = deployment(0, updatedReplicas=1, unavailableReplicas=1, conditions=[done])
+    daemons = [daemon_state("team-a-0", deployment(1)), daemon_state("team-a-1", crashed)]
+    s = compute_status(
+        make(replicas=2), Plan(), daemons, certificate_not_after=None, previous={}, now=NOW
+    )
     assert s["phase"] == "Degraded" and "team-a-1" in s["message"]
     assert conditions(s)["Degraded"]["status"] == "True"
+    assert conditions(s)["Progressing"]["status"] == "False"
 
 
 def test_failed_rollout_is_degraded_with_the_reason() -> None:
