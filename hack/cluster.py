@@ -103,6 +103,8 @@ CONTROLLERS = (
     "persistentvolume-binder-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    # Quotas are how a cluster refuses writes with 403: the operator's handling is tested.
+    "resourcequota-controller",
 )
 
 # Only write requests are recorded, at Metadata level (who, what, when; no bodies).

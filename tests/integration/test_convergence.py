@@ -286,6 +286,8 @@ def _edited(value: Any) -> Any:
         return value + 1
     if isinstance(value, str):
         return value + "-edited" if value else "edited"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [*value, "edited"]
     return None
 
 
@@ -329,7 +331,7 @@ def test_a_hand_edit_of_any_field_the_operator_sets_is_repaired(
         "configmap": f"{name}-config",
         "secret": f"{name}-ca",
     }[kind]
-    obj = get(k, kind, target, namespace)
+    obj = k.json("get", kind, target, "-n", namespace, "--show-managed-fields")
     leaves = [p for p in _owned_leaves(obj) if not _skipped(kind, p)]
     assert leaves, f"the operator owns no field of {kind} {target}"
     # Try fields from the drawn one on until the API server takes an edit (some fields
