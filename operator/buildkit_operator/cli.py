@@ -142,6 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         liveness=args.liveness,
         metrics_port=args.metrics_port,
+        request_timeout=args.request_timeout,
     )
     return 0
 
@@ -201,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port"
+    )
+    run.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        help="seconds an API request may wait for an answer before it is given up and retried",
     )
     run.set_defaults(func=cmd_run)
 

@@ -14,7 +14,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from prometheus_client import Counter, Histogram, start_http_server
 from urllib3.exceptions import HTTPError
 
-from .kube import Kube
+from .kube import REQUEST_TIMEOUT, Kube
 from .model import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .names import LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY, label_value
 from .reconcile import Outcome, reconcile
@@ -104,7 +104,9 @@ class Runner:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
-    memo["runner"] = Runner(await asyncio.to_thread(Kube))
+    timeout = float(memo.get("request_timeout") or REQUEST_TIMEOUT[1])
+    kube = await asyncio.to_thread(Kube, timeout=(min(REQUEST_TIMEOUT[0], timeout), timeout))
+    memo["runner"] = Runner(kube)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -162,6 +164,7 @@ def run_operator(
     verbose: bool,
     liveness: str,
     metrics_port: int,
+    request_timeout: float = REQUEST_TIMEOUT[1],
 ) -> None:
     kopf.configure(verbose=verbose)
     if metrics_port:
@@ -171,4 +174,5 @@ def run_operator(
         namespaces=namespaces,
         liveness_endpoint=liveness or None,
         standalone=True,
+        memo=kopf.Memo(request_timeout=request_timeout),
     )

@@ -88,9 +88,13 @@ def load_config(kubeconfig: str | None = None) -> client.ApiClient:
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient | None = None,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
         self.api_client = api_client or load_config()
-        _default_timeout(self.api_client, REQUEST_TIMEOUT)
+        _default_timeout(self.api_client, timeout)
         self.dynamic = DynamicClient(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)

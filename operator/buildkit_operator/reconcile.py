@@ -43,6 +43,10 @@ USER_SECRET_CHECK = 30.0
 # Objects that are not ours carry none of our labels either: look again this often, so
 # the Builder goes on soon after someone removes a conflicting object.
 CONFLICT_CHECK = 30.0
+# While a rollout is under way the children's watch events say when it is done; look
+# again this often anyway, so a watch that went quiet (a dropped connection) cannot leave
+# a Builder Pending.
+PROGRESS_CHECK = 15.0
 
 _VERB_REASONS = {
     "create": "Created",
@@ -183,9 +187,19 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
     live = kube.list_children(namespace, name)
     bundle, external_hash, tls_problem = _tls(kube, builder, live, now)
     if tls_problem:
-        # The daemons keep the certificate they run with until the Secret is fixed.
+        # The user's Secret is missing or unusable: nothing is made or rolled onto it.
+        # What runs keeps running as last applied, with the certificate it has.
         invalid.append(f"spec.tls.secretName: {tls_problem}")
-        external_hash = _running_tls_hash(live, name)
+        last = _last_applied(obj)
+        if last is None:
+            return _invalid(
+                kube, obj, invalid, generation, previous, now, requeue_after=USER_SECRET_CHECK
+            )
+        if last.spec != builder.spec:
+            builder, applied_spec = last, previous.get("appliedSpec")
+            bundle, external_hash, tls_problem = _tls(kube, builder, live, now)
+        if tls_problem:
+            external_hash = _running_tls_hash(live, name)
 
     desired = render_builder(builder, bundle, external_tls_hash=external_hash)
     kube.get_missing(namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live)
@@ -240,12 +254,13 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
     status["observedGeneration"] = generation
     written = _write_status(kube, obj, status)
     _record_phase_event(kube, obj, previous, status, written)
+    requeue = _requeue(the_plan, bundle, now, user_secret=builder.spec.tls.mode == "secret")
+    if any(c["type"] == "Progressing" and c["status"] == "True" for c in status["conditions"]):
+        requeue = min(requeue or PROGRESS_CHECK, PROGRESS_CHECK)
     return Outcome(
         phase=status["phase"],
         actions=tuple(f"{a.verb} {a.kind} {a.name}" for a in done),
-        requeue_after=_requeue(
-            the_plan, bundle, now, user_secret=builder.spec.tls.mode == "secret"
-        ),
+        requeue_after=requeue,
         status_written=written,
         errors=tuple(errors),
     )
@@ -339,9 +354,10 @@ def _invalid(
     generation: int | None,
     previous: dict[str, Any],
     now: datetime,
+    requeue_after: float | None = None,
 ) -> Outcome:
     status = invalid_status(problems, generation=generation, previous=previous, now=now)
     written = _write_status(kube, obj, status)
     if written and previous.get("message") != status["message"]:
         kube.event(obj, "Warning", "InvalidSpec", status["message"])
-    return Outcome(phase="Invalid", status_written=written)
+    return Outcome(phase="Invalid", requeue_after=requeue_after, status_written=written)

@@ -208,8 +208,15 @@ def test_no_create_adopts_existing_workload(k: Kubectl, namespace: str) -> None:
     obj = wait_phase(k, "adopt", namespace, "Ready")
     assert obj["status"]["readyReplicas"] == 1
     dep = get(k, "deployment", "adopt-0", namespace)
-    assert dep["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    # Adopted, not taken: it stays the user's, so deleting the Builder leaves it.
+    assert not dep["metadata"].get("ownerReferences")
     assert "service/adopt" in k("get", "service", "-n", namespace, "-o", "name")
+    k("delete", "builder", "adopt", "-n", namespace, "--wait=true")
+    wait_until(
+        "the Builder's Service collected",
+        lambda: "service/adopt" not in k("get", "service", "-n", namespace, "-o", "name"),
+    )
+    assert get(k, "deployment", "adopt-0", namespace)["metadata"]["uid"] == dep["metadata"]["uid"]
 
 
 def test_no_recreate_reports_drift_then_applies(k: Kubectl, namespace: str) -> None:
