@@ -12,6 +12,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Histogram, start_http_server
 
+from .defaults import DEFAULTS, Defaults
 from .kube import Kube
 from .model import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .names import LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY, label_value
@@ -33,8 +34,9 @@ MAX_BACKOFF = 300.0
 class Runner:
     """Runs reconciles: one at a time per Builder, bursts folded, requeues scheduled."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, defaults: Defaults = DEFAULTS) -> None:
         self.kube = kube
+        self.defaults = defaults
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._queued: set[tuple[str, str]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -47,7 +49,9 @@ class Runner:
         async with self._locks.setdefault(key, asyncio.Lock()):
             started = time.monotonic()
             try:
-                outcome = await asyncio.to_thread(reconcile, self.kube, namespace, name)
+                outcome = await asyncio.to_thread(
+                    reconcile, self.kube, namespace, name, defaults=self.defaults
+                )
             except Exception:
                 RECONCILES.labels("error").inc()
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
@@ -91,7 +95,7 @@ class Runner:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
-    memo["runner"] = Runner(await asyncio.to_thread(Kube))
+    memo["runner"] = Runner(await asyncio.to_thread(Kube), memo.get("defaults", DEFAULTS))
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -147,6 +151,7 @@ def run_operator(
     verbose: bool,
     liveness: str,
     metrics_port: int,
+    defaults: Defaults = DEFAULTS,
 ) -> None:
     kopf.configure(verbose=verbose)
     if metrics_port:
@@ -156,4 +161,5 @@ def run_operator(
         namespaces=namespaces,
         liveness_endpoint=liveness or None,
         standalone=True,
+        memo=kopf.Memo(defaults=defaults),
     )

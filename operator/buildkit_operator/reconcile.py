@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .defaults import DEFAULTS, Defaults, effective_status
 from .kube import Kube, secret_data
 from .model import Builder, InvalidBuilder
 from .names import ChildNames
@@ -110,7 +111,14 @@ def _write_status(kube: Kube, obj: dict[str, Any], status: dict[str, Any]) -> bo
     return True
 
 
-def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None) -> Outcome:
+def reconcile(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    now: datetime | None = None,
+    *,
+    defaults: Defaults = DEFAULTS,
+) -> Outcome:
     now = now or datetime.now(UTC)
     obj = kube.get_builder(namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
@@ -119,7 +127,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
     generation = obj["metadata"].get("generation")
 
     try:
-        builder = Builder.from_manifest(obj)
+        builder = defaults.apply(Builder.from_manifest(obj))
     except InvalidBuilder as err:
         return _invalid(kube, obj, err.problems, generation, previous, now)
 
@@ -211,6 +219,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
         previous=previous,
         now=now,
     )
+    status.update(effective_status(builder))
     written = _write_status(kube, obj, status)
     if written and previous.get("phase") != status["phase"]:
         kube.event(
