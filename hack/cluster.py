@@ -103,6 +103,8 @@ CONTROLLERS = (
     "persistentvolume-binder-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    # Type-checks admission policies against the schemas they read (the chart's policy).
+    "validatingadmissionpolicy-status-controller",
 )
 
 # Only write requests are recorded, at Metadata level (who, what, when; no bodies).
