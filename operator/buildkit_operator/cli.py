@@ -204,10 +204,11 @@ def add_default_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="REGISTRY=HOST[,HOST]",
         help="buildkitd.registryMirrors entry; repeatable",
-    )  # fmt: skip
+    )
 
 
 def defaults_from(args: argparse.Namespace) -> Defaults:
+    """The defaults the flags say; a bad one stops the command before it touches anything."""
     resources = None
     if args.default_resources:
         try:
