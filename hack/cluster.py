@@ -105,6 +105,8 @@ CONTROLLERS = (
     "persistentvolume-protection-controller",
     # Quotas are how a cluster refuses writes with 403: the operator's handling is tested.
     "resourcequota-controller",
+    # Type-checks admission policies against the schemas they read (the chart's policy).
+    "validatingadmissionpolicy-status-controller",
 )
 
 # Only write requests are recorded, at Metadata level (who, what, when; no bodies).

@@ -7,6 +7,7 @@ Bad input is a one-line message naming the file, the Builder and the field, with
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import yaml
 
 from . import __version__
 from .crd import crd_yaml
+from .defaults import DEFAULTS, Defaults, InvalidDefaults, make_defaults
 from .model import API_VERSION, KIND, Builder, InvalidBuilder
 from .render import render_builder, server_sans
 from .render.config import unknown_keys
@@ -84,10 +86,12 @@ def load_builders(paths: Sequence[str], namespace: str) -> list[Builder]:
     return builders
 
 
-def render_objects(builders: Sequence[Builder], now: datetime) -> list[dict[str, Any]]:
+def render_objects(
+    builders: Sequence[Builder], now: datetime, defaults: Defaults = DEFAULTS
+) -> list[dict[str, Any]]:
     """What the operator would create, with freshly issued TLS material where it runs a CA."""
     objects: list[dict[str, Any]] = []
-    for builder in builders:
+    for builder in (defaults.apply(b) for b in builders):
         unknown = unknown_keys(builder.spec.buildkitd.config)
         if unknown:
             print(
@@ -124,7 +128,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     builders = load_builders(args.filename, args.namespace)
     if not builders:
         raise UsageError(f"no {API_VERSION} {KIND} in {', '.join(args.filename)}")
-    _dump_stream(render_objects(builders, datetime.now(UTC)), sys.stdout)
+    _dump_stream(render_objects(builders, datetime.now(UTC), defaults_from(args)), sys.stdout)
     return 0
 
 
@@ -143,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         request_timeout=args.request_timeout,
+        defaults=defaults_from(args),
     )
     return 0
 
@@ -158,6 +163,73 @@ def cmd_connect(args: argparse.Namespace) -> int:
         port_forward=args.port_forward,
         local_port=args.local_port,
     )
+
+
+def add_default_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "install-wide defaults", "applied where a Builder does not set the field itself"
+    )
+    group.add_argument(
+        "--default-image-repository",
+        default="",
+        metavar="REPO",
+        help="buildkitd image repository (tags: the pinned version, and <version>-rootless)",
+    )
+    group.add_argument(
+        "--default-image-rootful",
+        default="",
+        metavar="IMAGE",
+        help="buildkitd image of rootful Builders (wins over the repository)",
+    )
+    group.add_argument(
+        "--default-image-rootless",
+        default="",
+        metavar="IMAGE",
+        help="buildkitd image of rootless Builders (wins over the repository)",
+    )
+    group.add_argument(
+        "--default-cache-size", default="", metavar="SIZE", help="cache.size, e.g. 50Gi"
+    )
+    group.add_argument(
+        "--default-storage-class", default="", metavar="NAME", help="cache.storageClassName"
+    )
+    group.add_argument(
+        "--default-resources",
+        default="",
+        metavar="JSON",
+        help='resources of the buildkitd container, e.g. \'{"requests": {"cpu": "1"}}\'',
+    )
+    group.add_argument(
+        "--default-registry-mirror",
+        action="append",
+        default=[],
+        metavar="REGISTRY=HOST[,HOST]",
+        help="buildkitd.registryMirrors entry; repeatable",
+    )
+
+
+def defaults_from(args: argparse.Namespace) -> Defaults:
+    """The defaults the flags say; a bad one stops the command before it touches anything."""
+    resources = None
+    if args.default_resources:
+        try:
+            resources = json.loads(args.default_resources)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--default-resources: not JSON: {err}") from None
+        if not isinstance(resources, dict):
+            raise UsageError("--default-resources: must be a JSON object")
+    try:
+        return make_defaults(
+            image_repository=args.default_image_repository,
+            image_rootful=args.default_image_rootful,
+            image_rootless=args.default_image_rootless,
+            cache_size=args.default_cache_size,
+            storage_class_name=args.default_storage_class,
+            resources=resources,
+            registry_mirrors=args.default_registry_mirror,
+        )
+    except InvalidDefaults as err:
+        raise UsageError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "-n", "--namespace", default="default", help="namespace for Builders that name none"
     )
+    add_default_flags(render)
     render.set_defaults(func=cmd_render)
 
     crd = sub.add_parser("crd", help="print the Builder CustomResourceDefinition")
@@ -209,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds an API request may wait for an answer before it is given up and retried",
     )
+    add_default_flags(run)
     run.set_defaults(func=cmd_run)
 
     connect = sub.add_parser(

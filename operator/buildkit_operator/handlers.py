@@ -14,6 +14,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from prometheus_client import Counter, Histogram, start_http_server
 from urllib3.exceptions import HTTPError
 
+from .defaults import DEFAULTS, Defaults
 from .kube import REQUEST_TIMEOUT, Kube
 from .model import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .names import LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY, label_value
@@ -41,8 +42,9 @@ def backoff(failures: int) -> float:
 class Runner:
     """Runs reconciles: one at a time per Builder, bursts folded, requeues scheduled."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, defaults: Defaults = DEFAULTS) -> None:
         self.kube = kube
+        self.defaults = defaults
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._queued: set[tuple[str, str]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -55,7 +57,9 @@ class Runner:
         async with self._locks.setdefault(key, asyncio.Lock()):
             started = time.monotonic()
             try:
-                outcome = await asyncio.to_thread(reconcile, self.kube, namespace, name)
+                outcome = await asyncio.to_thread(
+                    reconcile, self.kube, namespace, name, defaults=self.defaults
+                )
             except Exception:
                 RECONCILES.labels("error").inc()
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
@@ -106,7 +110,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     configure(settings)
     timeout = float(memo.get("request_timeout") or REQUEST_TIMEOUT[1])
     kube = await asyncio.to_thread(Kube, timeout=(min(REQUEST_TIMEOUT[0], timeout), timeout))
-    memo["runner"] = Runner(kube)
+    memo["runner"] = Runner(kube, memo.get("defaults", DEFAULTS))
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -165,6 +169,7 @@ def run_operator(
     liveness: str,
     metrics_port: int,
     request_timeout: float = REQUEST_TIMEOUT[1],
+    defaults: Defaults = DEFAULTS,
 ) -> None:
     kopf.configure(verbose=verbose)
     if metrics_port:
@@ -174,5 +179,5 @@ def run_operator(
         namespaces=namespaces,
         liveness_endpoint=liveness or None,
         standalone=True,
-        memo=kopf.Memo(request_timeout=request_timeout),
+        memo=kopf.Memo(request_timeout=request_timeout, defaults=defaults),
     )

@@ -39,8 +39,10 @@ SHORT_NAMES = ["bk"]
 MIN_CACHE_BYTES = 256 * 1024**2
 
 BUILDKIT_VERSION = "v0.34.2"
-DEFAULT_IMAGE_ROOTFUL = f"docker.io/moby/buildkit:{BUILDKIT_VERSION}"
-DEFAULT_IMAGE_ROOTLESS = f"docker.io/moby/buildkit:{BUILDKIT_VERSION}-rootless"
+DEFAULT_IMAGE_REPOSITORY = "docker.io/moby/buildkit"
+DEFAULT_IMAGE_ROOTFUL = f"{DEFAULT_IMAGE_REPOSITORY}:{BUILDKIT_VERSION}"
+DEFAULT_IMAGE_ROOTLESS = f"{DEFAULT_IMAGE_REPOSITORY}:{BUILDKIT_VERSION}-rootless"
+DEFAULT_CACHE_SIZE = "20Gi"
 
 # Flags the operator owns on the buildkitd command line: letting users pass them would
 # silently break the listener, TLS or cache layout the rest of the spec describes.
@@ -327,24 +329,35 @@ class CacheSpec(_Model):
             "ephemeral: an emptyDir, lost when the pod goes."
         ),
     )
-    size: PositiveQuantity = Field(
-        "20Gi",
+    # No schema default: an unset size takes the install-wide default (``--default-cache-size``)
+    # when the operator renders, which a size the API server had filled in would hide.
+    size: PositiveQuantity | None = Field(
+        None,
         description=(
-            "Cache volume size. BuildKit's garbage collection limits are derived from it, "
-            "so the cache never fills its volume."
+            f"Cache volume size; {DEFAULT_CACHE_SIZE} unless the operator is installed with "
+            "another default (status.cache shows the size used). BuildKit's garbage "
+            "collection limits are derived from it, so the cache never fills its volume."
         ),
     )
     storage_class_name: ObjectName | None = Field(
-        None, description="StorageClass of the cache PVCs; the cluster default when unset."
+        None,
+        description=(
+            "StorageClass of the cache PVCs; when unset, the operator's install-wide default "
+            "or else the cluster default."
+        ),
     )
     retain: StrictBool = Field(True, description="Keep the cache PVCs when the Builder is deleted.")
 
+    @property
+    def effective_size(self) -> str:
+        return self.size or DEFAULT_CACHE_SIZE
+
     @field_validator("size")
     @classmethod
-    def _big_enough(cls, size: str) -> str:
+    def _big_enough(cls, size: str | None) -> str | None:
         # Below this the derived GC limits leave BuildKit no room to work (and a value
         # such as "100m", a tenth of a byte, is almost always a typo for "100Mi").
-        if quantity_bytes(size) < MIN_CACHE_BYTES:
+        if size is not None and quantity_bytes(size) < MIN_CACHE_BYTES:
             raise ValueError(f"{size!r} is too small: the cache needs at least 256Mi")
         return size
 
@@ -454,7 +467,8 @@ class BuilderSpec(_Model):
         min_length=1,
         description=(
             f"buildkitd image; defaults to {DEFAULT_IMAGE_ROOTLESS} (rootless) or "
-            f"{DEFAULT_IMAGE_ROOTFUL} (rootful)."
+            f"{DEFAULT_IMAGE_ROOTFUL} (rootful), or to the operator's install-wide default "
+            "(status.image shows the image used)."
         ),
     )
     replicas: StrictInt = Field(1, ge=0, le=64, description="Number of buildkitd daemons.")
@@ -563,6 +577,15 @@ class Condition(_Model):
     )
 
 
+class CacheStatus(_Model):
+    """The cache the daemons got: the spec's, or the operator's install-wide defaults."""
+
+    size: str | None = Field(None, description="Size of each daemon's cache volume.")
+    storage_class_name: str | None = Field(
+        None, description="StorageClass of the cache PVCs; absent for the cluster default."
+    )
+
+
 class BuilderStatus(_Model):
     """Observed state of a Builder."""
 
@@ -594,6 +617,12 @@ class BuilderStatus(_Model):
             "Fields of live children that differ from the spec and were left as they are "
             "(noRecreate, an adopted workload, a cache claim that cannot change in place)."
         ),
+    )
+    image: str | None = Field(
+        None, description="The buildkitd image the daemons run (the spec's or the default)."
+    )
+    cache: CacheStatus | None = Field(
+        None, description="The cache the daemons got (the spec's or the defaults)."
     )
     conditions: list[Condition] = Field(
         default_factory=list,

@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
+from .defaults import DEFAULTS, Defaults, effective_status
 from .kube import Kube, secret_data
 from .model import Builder, InvalidBuilder
 from .names import ANNOTATION_TLS_HASH, ChildNames, label_value
@@ -143,14 +144,14 @@ def _write_status(kube: Kube, obj: dict[str, Any], status: dict[str, Any]) -> bo
     return True
 
 
-def _last_applied(obj: Mapping[str, Any]) -> Builder | None:
+def _last_applied(obj: Mapping[str, Any], defaults: Defaults) -> Builder | None:
     """The Builder as last applied (``status.appliedSpec``), to keep what runs repaired
     and renewed while the current spec is invalid."""
     spec = (obj.get("status") or {}).get("appliedSpec")
     if not isinstance(spec, Mapping):
         return None
     try:
-        return Builder.from_manifest({**obj, "spec": spec})
+        return defaults.apply(Builder.from_manifest({**obj, "spec": spec}))
     except InvalidBuilder:
         return None
 
@@ -164,7 +165,14 @@ def _running_tls_hash(live: Mapping[tuple[str, str], Mapping[str, Any]], name: s
     return str(value) if value else None
 
 
-def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None) -> Outcome:
+def reconcile(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    now: datetime | None = None,
+    *,
+    defaults: Defaults = DEFAULTS,
+) -> Outcome:
     now = now or datetime.now(UTC)
     obj = kube.get_builder(namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
@@ -174,10 +182,10 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
 
     invalid: list[str] = []
     try:
-        builder = Builder.from_manifest(obj)
+        builder = defaults.apply(Builder.from_manifest(obj))
         applied_spec: Mapping[str, Any] | None = obj.get("spec") or {}
     except InvalidBuilder as err:
-        last = _last_applied(obj)
+        last = _last_applied(obj, defaults)
         if last is None:
             return _invalid(kube, obj, err.problems, generation, previous, now)
         invalid, builder = err.problems, last
@@ -190,7 +198,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
         # The user's Secret is missing or unusable: nothing is made or rolled onto it.
         # What runs keeps running as last applied, with the certificate it has.
         invalid.append(f"spec.tls.secretName: {tls_problem}")
-        last = _last_applied(obj)
+        last = _last_applied(obj, defaults)
         if last is None:
             return _invalid(
                 kube, obj, invalid, generation, previous, now, requeue_after=USER_SECRET_CHECK
@@ -252,6 +260,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
     )
     # An invalid spec is judged by the operator: say which generation it judged.
     status["observedGeneration"] = generation
+    status.update(effective_status(builder))
     written = _write_status(kube, obj, status)
     _record_phase_event(kube, obj, previous, status, written)
     requeue = _requeue(the_plan, bundle, now, user_secret=builder.spec.tls.mode == "secret")

@@ -92,7 +92,6 @@ CONTRACT_DEFAULTS = {
     "rootless": True,
     "replicas": 1,
     "cache.type": "persistent",
-    "cache.size": "20Gi",
     "cache.retain": True,
     "tls.mode": "auto",
     "service.type": "ClusterIP",
@@ -372,7 +371,8 @@ def test_api_server_defaults_match_the_model(root: dict[str, Any]) -> None:
         "rootless": True,
         "replicas": 1,
         "buildkitd": {},
-        "cache": {"type": "persistent", "size": "20Gi", "retain": True},
+        # No size: the operator's install-wide default fills it in (20Gi unless set).
+        "cache": {"type": "persistent", "retain": True},
         "tls": {"mode": "auto"},
         "service": {"type": "ClusterIP"},
         "noCreate": False,

@@ -480,7 +480,7 @@ def test_empty_spec_takes_every_default() -> None:
         doc["spec"] = spec
         built = Builder.from_manifest(doc).spec
         assert (built.rootless, built.replicas) == (True, 1)
-        assert (built.cache.type, built.cache.size, built.cache.retain) == (
+        assert (built.cache.type, built.cache.effective_size, built.cache.retain) == (
             "persistent",
             "20Gi",
             True,

@@ -94,6 +94,29 @@ Arguments of `buildkit-operator`: run, its scope, the liveness and metrics endpo
 {{- if .Values.verbose }}
 - --verbose
 {{- end }}
+{{- with .Values.builderDefaults }}
+{{- with .image.repository }}
+- --default-image-repository={{ . }}
+{{- end }}
+{{- with .image.rootful }}
+- --default-image-rootful={{ . }}
+{{- end }}
+{{- with .image.rootless }}
+- --default-image-rootless={{ . }}
+{{- end }}
+{{- with .cache.size }}
+- --default-cache-size={{ . }}
+{{- end }}
+{{- with .cache.storageClassName }}
+- --default-storage-class={{ . }}
+{{- end }}
+{{- with .resources }}
+- --default-resources={{ toJson . }}
+{{- end }}
+{{- range $registry, $hosts := .registryMirrors }}
+- --default-registry-mirror={{ $registry }}={{ join "," $hosts }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -127,4 +150,11 @@ namespace) and the per-namespace Roles (watchNamespaces).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/*
+Name of the ValidatingAdmissionPolicy and its binding (cluster-scoped: one per release).
+*/}}
+{{- define "buildkit-operator.policyName" -}}
+{{- printf "%s-builders" (include "buildkit-operator.fullname" .) }}
 {{- end }}

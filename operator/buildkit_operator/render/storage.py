@@ -19,7 +19,7 @@ def cache_claim(builder: Builder, index: int) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "volumeMode": "Filesystem",
-        "resources": {"requests": {"storage": cache.size}},
+        "resources": {"requests": {"storage": cache.effective_size}},
     }
     if cache.storage_class_name:
         spec["storageClassName"] = cache.storage_class_name

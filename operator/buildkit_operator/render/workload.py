@@ -101,7 +101,7 @@ def _cache_volume(builder: Builder, index: int) -> dict[str, Any]:
     if cache.type == "persistent":
         claim = ChildNames(builder.name).cache_claim(index)
         return {"name": "cache", "persistentVolumeClaim": {"claimName": claim}}
-    return {"name": "cache", "emptyDir": {"sizeLimit": cache.size}}
+    return {"name": "cache", "emptyDir": {"sizeLimit": cache.effective_size}}
 
 
 def _tls_secret_name(builder: Builder) -> str | None:
