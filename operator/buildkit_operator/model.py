@@ -565,7 +565,9 @@ Phase = Literal["Pending", "Ready", "Degraded", "Drifted", "Missing", "Invalid"]
 class Condition(_Model):
     """A status condition, shaped like metav1.Condition."""
 
-    type: str = Field(description="Ready, Progressing, Drifted or Degraded.")
+    type: str = Field(
+        description="Ready, Progressing, Drifted, Degraded, and kstatus' Reconciling and Stalled."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase reason code.")
     message: str = Field("", description="What happened and what to do about it.")
@@ -628,7 +630,8 @@ class BuilderStatus(_Model):
         default_factory=list,
         description=(
             "Ready (every daemon runs the current spec), Progressing (a rollout or recreate "
-            "is under way), Drifted and Degraded; kstatus-compatible with observedGeneration."
+            "is under way), Drifted, Degraded, and for kstatus (Flux) Reconciling (as "
+            "Progressing) and Stalled (waiting on a person); with observedGeneration."
         ),
     )
     applied_spec: dict[str, Any] | None = Field(

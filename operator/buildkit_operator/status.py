@@ -51,6 +51,10 @@ def daemon_state(name: str, deployment: Mapping[str, Any] | None) -> DaemonState
     return DaemonState(name, bool(ready), problem, rolling)
 
 
+# Phases that stay as they are until a person acts (kstatus: Failed).
+_STALLED_PHASES = ("Degraded", "Drifted", "Missing", "Invalid")
+
+
 def _timestamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -209,6 +213,27 @@ def compute_status(
             now,
             generation,
         ),
+        # The two "abnormal-true" conditions kstatus (Flux, kpt, cli-utils) reads first:
+        # in progress while reconciling, failed while stalled on something that needs a
+        # person.
+        _condition(
+            old_conditions,
+            "Reconciling",
+            progressing,
+            progress_reason,
+            progress_message,
+            now,
+            generation,
+        ),
+        _condition(
+            old_conditions,
+            "Stalled",
+            phase in _STALLED_PHASES,
+            reason if phase in _STALLED_PHASES else "AsExpected",
+            message if phase in _STALLED_PHASES else "nothing needs a person",
+            now,
+            generation,
+        ),
     ]
     status = BuilderStatus(
         phase=phase,
@@ -240,8 +265,9 @@ def invalid_status(
         *[
             Condition.model_validate(c)
             for c in old_conditions
-            if c.get("type") in ("Progressing", "Drifted", "Degraded")
+            if c.get("type") in ("Progressing", "Drifted", "Degraded", "Reconciling")
         ],
+        _condition(old_conditions, "Stalled", True, "InvalidSpec", message, now, generation),
     ]
     status = {
         **kept,

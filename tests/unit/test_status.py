@@ -138,3 +138,15 @@ def test_invalid_keeps_what_describes_the_running_builder() -> None:
 
 def test_tls_disabled_has_no_client_secret() -> None:
     assert "clientSecretName" not in status_for(make(tls={"mode": "disabled"}), Plan(), [1])
+
+
+def test_kstatus_reads_reconciling_and_stalled() -> None:
+    """kstatus (Flux health checks) reads Reconciling and Stalled before anything else."""
+    rolling = conditions(status_for(make(), Plan(), [0]))
+    assert rolling["Reconciling"]["status"] == "True" and rolling["Stalled"]["status"] == "False"
+    done = conditions(status_for(make(), Plan(), [1]))
+    assert done["Reconciling"]["status"] == "False" and done["Stalled"]["status"] == "False"
+    held = conditions(status_for(make(noRecreate=True), Plan(drifted=("Service x: spec",)), [1]))
+    assert held["Stalled"]["status"] == "True" and held["Ready"]["status"] == "False"
+    invalid = conditions(invalid_status(["spec.x: bad"], generation=2, previous={}, now=NOW))
+    assert invalid["Stalled"]["status"] == "True"
