@@ -333,8 +333,10 @@ def test_contract_enums(spec: dict[str, Any], field: str, values: list[str]) -> 
 def test_numbers_and_maps(spec: dict[str, Any]) -> None:
     assert prop(spec, "replicas")["minimum"] == 0
     assert prop(spec, "buildkitd.maxParallelism")["minimum"] == 1
-    for field in ("nodeSelector", "podLabels", "podAnnotations"):
-        assert prop(spec, field)["additionalProperties"] == {"type": "string"}, field
+    # Label values are at most 63 characters (Kubernetes' rule); annotation values are free.
+    for field in ("nodeSelector", "podLabels"):
+        assert prop(spec, field)["additionalProperties"] == {"type": "string", "maxLength": 63}
+    assert prop(spec, "podAnnotations")["additionalProperties"] == {"type": "string"}
     mirrors = prop(spec, "buildkitd.registryMirrors")["additionalProperties"]
     assert mirrors == {"type": "array", "items": {"type": "string"}}
     size = prop(spec, "cache.size")
@@ -374,7 +376,7 @@ def test_api_server_defaults_match_the_model(root: dict[str, Any]) -> None:
         "buildkitd": {},
         "cache": {"type": "persistent", "size": "20Gi", "retain": True},
         "tls": {"mode": "auto"},
-        "service": {"type": "ClusterIP"},
+        "service": {"type": "ClusterIP", "allowWithoutTLS": False},
         "noCreate": False,
         "noRecreate": False,
     }
