@@ -340,8 +340,8 @@ def _label_value_rule() -> dict[str, Any]:
 
 Labels = Annotated[
     dict[str, Annotated[str, CRDSchema({"maxLength": MAX_LABEL_VALUE_LENGTH})]],
-    AfterValidator(_check_labels),
     Field(max_length=MAX_LABELS),
+    AfterValidator(_check_labels),
     _validations(_label_key_rule(), _label_value_rule()),
 ]
 LabelKeyed = Annotated[
