@@ -302,7 +302,7 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
                 "limits": {"memory": "2Gi", "cpu": "1000m"},
             }
         },
-    ),  # fmt: skip
+    ),
     ("requests-without-limits", {"resources": {"requests": {"cpu": "100m", "memory": "1e3"}}}),
     (
         "resources-every-kind",
@@ -328,7 +328,7 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
                 ]
             }
         },
-    ),  # fmt: skip
+    ),
     ("platforms", {"buildkitd": {"platforms": ["linux/amd64", "linux/arm/v7", "linux/arm64"]}}),
     (
         "labels-at-the-limits",
@@ -404,7 +404,7 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     (
         "node-port-with-own-tls",
         {"tls": {"mode": "secret", "secretName": "t"}, "service": {"type": "NodePort"}},
-    ),  # fmt: skip
+    ),
     ("empty", {}),
 ]
 

@@ -617,7 +617,7 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
                 "limits": {"cpu": "1000m", "memory": "2Gi"},
             }
         },
-    ),  # fmt: skip
+    ),
     ("args-near-reserved", {"buildkitd": {"args": ["--addrx", "--rootless-x", "x--addr"]}}),
     (
         "node-port-without-tls-opted-in",
