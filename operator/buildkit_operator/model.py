@@ -102,6 +102,8 @@ def _ipv6_pattern() -> str:
         head = f"({group}:){{{before}}}:"
         if before <= 6:
             forms.append(f"{head}({group}(:{group}){{0,{6 - before}}})?")
+        else:
+            forms.append(head)
         if before <= 5:
             forms.append(f"{head}({group}:){{0,{5 - before}}}{ipv4}")
     return "^(" + "|".join(forms) + ")$"
@@ -120,6 +122,7 @@ _PLATFORM_RE = re.compile(_PLATFORM_PATTERN)
 # Bounds the CRD declares so that the API server can bound the cost of its CEL rules (it
 # refuses a CRD whose rules it cannot prove cheap). The model enforces the same bounds, so
 # the operator and the API server accept the same Builders. Each is far above real use.
+MAX_QUANTITY_LENGTH = 64  # a quantity written as a string
 MAX_LABELS = 64  # entries in nodeSelector, podLabels, podAnnotations
 MAX_LABEL_KEY_LENGTH = 253 + 1 + 63  # DNS-subdomain prefix, '/', name
 MAX_LABEL_VALUE_LENGTH = 63
@@ -243,7 +246,7 @@ def _quantity(value: Any) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise ValueError("must be a quantity such as 20Gi")
-    if not _QUANTITY_RE.match(value):
+    if len(value) > MAX_QUANTITY_LENGTH or not _QUANTITY_RE.match(value):
         raise ValueError(f"{value!r} is not a quantity (examples: 20Gi, 500Mi, 1.5G, 2)")
     return value
 
@@ -268,6 +271,7 @@ def quantity_bytes(value: str) -> int:
 _QUANTITY_SCHEMA: dict[str, Any] = {
     "anyOf": [{"type": "integer"}, {"type": "string"}],
     "pattern": QUANTITY_PATTERN,
+    "maxLength": MAX_QUANTITY_LENGTH,
     "x-kubernetes-int-or-string": True,
 }
 
@@ -283,7 +287,8 @@ NonNegativeQuantity = Annotated[
     WithJsonSchema(_QUANTITY_SCHEMA),
     _validations(
         _rule(
-            "type(self) == int ? self >= 0 : (!isQuantity(self) || quantity(self).sign() >= 0)",
+            "type(self) == int ? self >= 0 : "
+            "(!isQuantity(self) || quantity(self).compareTo(quantity('0')) >= 0)",
             "must not be negative",
             message_expression='"\'" + string(self) + "\' must not be negative"',
         )
@@ -525,8 +530,7 @@ class ResourceRequirements(_Model):
                     message_expression=(
                         f"self.requests.filter(k, {_request_exceeds_limit('k')})"
                         ".map(k, 'requests.' + k + ' (' + string(self.requests[k]) + "
-                        "') must not exceed limits.' + k + ' (' + string(self.limits[k]) + ')')"
-                        ".join('; ')"
+                        "') must not exceed limits.' + k + ' (' + string(self.limits[k]) + ')')[0]"
                     ),
                 )
             ]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,20 @@ def crd(kubectl: Any) -> None:
     every CEL rule compiles and fits its cost budget, or refuses the CRD."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     kubectl("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
+
+
+@pytest.fixture(scope="module")
+def ns(cluster: Any) -> Iterator[str]:
+    """One namespace for the whole module: dry runs create nothing in it, and a namespace per
+    case would spend most of the time deleting namespaces."""
+    name = f"admission-{uuid.uuid4().hex[:6]}"
+    cluster.api.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        exist_ok=False,
+    )
+    yield name
+    cluster.api.delete(f"/api/v1/namespaces/{name}")
 
 
 def builder(namespace: str, spec: Any, name: str = "adm") -> dict[str, Any]:
@@ -336,7 +352,7 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
             "nodeSelector": {"example.com/pool": "build_ers-1.x", "a": "v" * 63},
             "podLabels": {
                 ".".join(["p" * 63] * 4)[:253].rstrip(".") + "/" + "n" * 63: "",
-                "x": "y",
+                "x": "z",
             },
             "podAnnotations": {"example.com/note": "any text at all, spaces too"},
         },
@@ -414,9 +430,9 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     [pytest.param(spec, field, phrase, id=name) for name, spec, field, phrase in REFUSED],
 )
 def test_malformed_builder_is_refused_naming_the_field(
-    crd: None, kubectl: Any, namespace: str, spec: dict[str, Any], field: str, phrase: str
+    crd: None, kubectl: Any, ns: str, spec: dict[str, Any], field: str, phrase: str
 ) -> None:
-    doc = builder(namespace, spec)
+    doc = builder(ns, spec)
     result = dry_run(kubectl, doc)
     assert result.returncode != 0, f"the API server accepted {spec}: {result.stdout}"
     assert field in result.stderr and phrase in result.stderr, result.stderr
@@ -428,10 +444,8 @@ def test_malformed_builder_is_refused_naming_the_field(
 
 
 @pytest.mark.parametrize("spec", [pytest.param(spec, id=name) for name, spec in ACCEPTED])
-def test_valid_builder_is_accepted(
-    crd: None, kubectl: Any, namespace: str, spec: dict[str, Any]
-) -> None:
-    doc = builder(namespace, spec)
+def test_valid_builder_is_accepted(crd: None, kubectl: Any, ns: str, spec: dict[str, Any]) -> None:
+    doc = builder(ns, spec)
     result = dry_run(kubectl, doc)
     assert result.returncode == 0, result.stderr
     assert "(server dry run)" in result.stdout
@@ -472,9 +486,7 @@ def _unit_malformed_table() -> list[tuple[str, Any, str, str]]:
 OPERATOR_ONLY = {"config-toml", "config-toml-value"}
 
 
-def test_every_spec_the_model_refuses_is_refused_at_apply(
-    crd: None, kubectl: Any, namespace: str
-) -> None:
+def test_every_spec_the_model_refuses_is_refused_at_apply(crd: None, kubectl: Any, ns: str) -> None:
     """Each malformed spec of the model's own table is refused by the API server too, but for
     those the schema cannot express; those are accepted at apply and reported by the operator
     as phase Invalid."""
@@ -483,7 +495,7 @@ def test_every_spec_the_model_refuses_is_refused_at_apply(
         if not path.startswith("spec") or not isinstance(doc, dict):
             continue  # metadata, apiVersion and kind are the API server's own business
         doc = copy.deepcopy(doc)
-        doc["metadata"] = {"name": "sweep", "namespace": namespace}
+        doc["metadata"] = {"name": "sweep", "namespace": ns}
         result = dry_run(kubectl, doc)
         if result.returncode == 0:
             accepted.append(name)

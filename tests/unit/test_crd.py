@@ -12,7 +12,7 @@ from typing import Any, get_args, get_origin
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -616,6 +616,14 @@ SAN_ALPHABET = "0123456789abcdefABCDEF:.%*-xz"
 
 
 @settings(max_examples=1000, deadline=None, derandomize=True)
+@example("1:2:3:4:5:6:7::")
+@example("::2:3:4:5:6:7:8")
+@example("1::3:4:5:6:7:8")
+@example("1:2:3:4:5::1.2.3.4")
+@example("::1.2.3.4")
+@example("1:2:3:4:5:6:1.2.3.4")
+@example("1:2:3:4:5:6:7:1.2.3.4")
+@example("1::2::3")
 @given(
     st.one_of(
         st.integers(0, 2**128 - 1).map(lambda n: ipaddress.IPv6Address(n).compressed),
