@@ -127,7 +127,9 @@ SHAPES = {
 def test_the_strategy_generates_every_shape_of_name() -> None:
     seen: set[str] = set()
 
-    @settings(max_examples=300, database=None, derandomize=True, deadline=None)
+    # Hypothesis mixes constants found in the loaded modules into what it draws, so which
+    # names 300 examples hold depends on the other tests collected with this one: draw more.
+    @settings(max_examples=2000, database=None, derandomize=True, deadline=None)
     @given(NAMES)
     def collect(name: str) -> None:
         seen.update(shape for shape, matches in SHAPES.items() if matches(name))
