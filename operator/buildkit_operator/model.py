@@ -152,10 +152,11 @@ NOT_A_RESOURCE_TEXT = (
 
 
 # --- CEL rules of the CRD -------------------------------------------------------------------
-# Kubernetes libraries used: regex (matches), the strings extension (indexOf, lastIndexOf,
-# substring, trim, split, join) and quantity (isQuantity, quantity, compareTo, sign). The API
-# server accepts them in a new CRD from Kubernetes 1.29 (quantity and strings version 2 are
-# offered to new expressions one release after they were added in 1.28).
+# Libraries used besides CEL's standard ones: regex (matches), the strings extension as of its
+# first version (lastIndexOf, substring, split, trim) and Kubernetes' quantity library
+# (isQuantity, quantity, compareTo). The quantity library came with Kubernetes 1.28, and an
+# API server offers a library to new expressions one release after it came (so that a
+# rollback keeps understanding stored rules): a CRD with these rules needs 1.29 or newer.
 
 
 def _cel_string(text: str) -> str:

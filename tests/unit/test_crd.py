@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from buildkit_operator.crd import builder_crd, crd_yaml
-from buildkit_operator.model import BuilderSpec, BuilderStatus
+from buildkit_operator.model import Builder, BuilderSpec, BuilderStatus
+from buildkit_operator.render import render_builder
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "crds" / "builders.buildkit.dev.yaml"
@@ -641,3 +643,22 @@ def test_extra_sans_rule_agrees_with_pythons_ipaddress(san: str) -> None:
     module: both must accept the same strings."""
     spec = builder_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert _san_pattern_matches(spec)(san) == _python_accepts_san(san), san
+
+
+def test_chart_requires_the_kubernetes_its_objects_need() -> None:
+    """securityContext.appArmorProfile is a pod field from Kubernetes 1.30 on (an older API
+    server drops it), and CEL's quantity library is offered to new CRD rules from 1.29."""
+    chart = yaml.safe_load((REPO / "charts" / "buildkit-operator" / "Chart.yaml").read_text())
+    minimum = re.fullmatch(r">=1\.(\d+)\.0-0", chart["kubeVersion"])
+    assert minimum, chart["kubeVersion"]
+    needs = 1
+    crd = crd_yaml()
+    if "quantity(" in crd:
+        needs = max(needs, 29)
+    rootless = Builder.from_manifest(
+        {"apiVersion": "buildkit.dev/v1alpha1", "kind": "Builder", "metadata": {"name": "a"},
+         "spec": {"rootless": True, "tls": {"mode": "disabled"}}}
+    )  # fmt: skip
+    if "appArmorProfile" in json.dumps(render_builder(rootless)):
+        needs = max(needs, 30)
+    assert int(minimum.group(1)) == needs
