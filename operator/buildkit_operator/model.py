@@ -831,10 +831,10 @@ class ServiceSpec(_Model):
         alias="allowWithoutTLS",
         description=(
             "Allow service.type NodePort or LoadBalancer with tls.mode disabled, which is "
-            "otherwise refused: it exposes an unauthenticated builder (anyone who reaches the "
-            "port can run builds, read the cache and push with the daemon's credentials) "
-            "beyond the cluster. Set it only where the network itself admits nobody else, "
-            "such as an isolated lab network or a load balancer restricted to trusted sources."
+            "otherwise refused: it exposes an unauthenticated builder beyond the cluster "
+            "(anyone who reaches the port can run builds on it, read its cache and use its "
+            "network access). Set it only where the network itself admits nobody else, such "
+            "as an isolated lab network or a load balancer restricted to trusted sources."
         ),
     )
 
