@@ -202,7 +202,6 @@ def _rule(
     *,
     message_expression: str | None = None,
     field_path: str | None = None,
-    reason: str | None = None,
 ) -> dict[str, Any]:
     """One x-kubernetes-validations entry: ``message`` is what the API server says when
     ``message_expression`` cannot be evaluated."""
@@ -211,8 +210,6 @@ def _rule(
         out["messageExpression"] = message_expression
     if field_path:
         out["fieldPath"] = field_path
-    if reason:
-        out["reason"] = reason
     return out
 
 
