@@ -5,10 +5,12 @@ documented here is what ``kubectl explain`` prints.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from kubernetes.utils.quantity import parse_quantity
@@ -18,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StrictBool,
     StrictInt,
     ValidationError,
@@ -27,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 GROUP = "buildkit.dev"
 VERSION = "v1alpha1"
@@ -36,6 +41,7 @@ PLURAL = "builders"
 SINGULAR = "builder"
 SHORT_NAMES = ["bk"]
 
+MIN_CACHE = "256Mi"
 MIN_CACHE_BYTES = 256 * 1024**2
 
 BUILDKIT_VERSION = "v0.34.2"
@@ -56,21 +62,180 @@ RESERVED_BUILDKITD_FLAGS = (
     "--oci-worker-no-process-sandbox",
 )
 
+# A reserved flag in any form buildkitd's parser reads: -flag, --flag, --flag=value.
+assert all(re.fullmatch(r"--[a-z-]+", flag) for flag in RESERVED_BUILDKITD_FLAGS)
+_RESERVED_FLAG_PATTERN = (
+    "^-+(" + "|".join(flag.removeprefix("--") for flag in RESERVED_BUILDKITD_FLAGS) + ")(=|$)"
+)
+
 # The pattern Kubernetes itself publishes for resource.Quantity (as controller-gen emits it).
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_SAN_DNS_RE = re.compile(
-    r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$"
+
+# The syntax rules below are written once and used twice: compiled here for the operator's
+# own check, and embedded in the CRD's CEL rules (RE2 reads them the same way) so that the
+# API server refuses the same input at `kubectl apply`. Only [.] is used for a literal dot,
+# so that no pattern needs escaping inside a CEL string literal.
+_DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_LABEL_NAME_PATTERN = r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$"
+_LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A DNS name, optionally a wildcard, each label at most 63 characters.
+_SAN_DNS_PATTERN = (
+    r"^([*][.])?[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+    r"([.][A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
 )
-_STANDARD_RESOURCES = {"cpu", "memory", "ephemeral-storage"}
-_PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?$")
+_PLATFORM_PATTERN = r"^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?$"
+
+
+def _ipv6_pattern() -> str:
+    """An IPv6 address as Python's ipaddress reads one (no zone): eight groups, or fewer
+    around one '::', the last two groups optionally written as an IPv4 address."""
+    group = "[0-9A-Fa-f]{1,4}"
+    octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+    ipv4 = f"{octet}([.]{octet}){{3}}"
+    forms = [f"({group}:){{7}}{group}", f"({group}:){{6}}{ipv4}"]
+    # '::' stands for at least one group of zeros: `before` groups, then '::', then the rest.
+    forms.append(f"::({group}(:{group}){{0,6}})?")
+    forms.append(f"::({group}:){{0,5}}{ipv4}")
+    for before in range(1, 8):
+        head = f"({group}:){{{before}}}:"
+        if before <= 6:
+            forms.append(f"{head}({group}(:{group}){{0,{6 - before}}})?")
+        else:
+            forms.append(head)
+        if before <= 5:
+            forms.append(f"{head}({group}:){{0,{5 - before}}}{ipv4}")
+    return "^(" + "|".join(forms) + ")$"
+
+
+_IPV6_PATTERN = _ipv6_pattern()
+
+_DNS_SUBDOMAIN_RE = re.compile(_DNS_SUBDOMAIN_PATTERN)
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_NAME_RE = re.compile(_LABEL_NAME_PATTERN)
+_LABEL_VALUE_RE = re.compile(_LABEL_VALUE_PATTERN)
+_SAN_DNS_RE = re.compile(_SAN_DNS_PATTERN)
+_STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+_PLATFORM_RE = re.compile(_PLATFORM_PATTERN)
+
+# Bounds the CRD declares so that the API server can bound the cost of its CEL rules (it
+# refuses a CRD whose rules it cannot prove cheap). The model enforces the same bounds, so
+# the operator and the API server accept the same Builders. Each is far above real use.
+MAX_QUANTITY_LENGTH = 64  # a quantity written as a string
+MAX_LABELS = 64  # entries in nodeSelector, podLabels, podAnnotations
+MAX_LABEL_KEY_LENGTH = 253 + 1 + 63  # DNS-subdomain prefix, '/', name
+MAX_LABEL_VALUE_LENGTH = 63
+MAX_OBJECT_NAME_LENGTH = 253
+MAX_IMAGE_LENGTH = 1024
+MAX_ARGS = 128
+MAX_ARG_LENGTH = 4096
+MAX_PLATFORMS = 32
+MAX_PLATFORM_LENGTH = 64
+MAX_SANS = 64
+MAX_SAN_LENGTH = 253
+MAX_TOLERATIONS = 64
+MAX_RESOURCES = 32
+MAX_PULL_SECRETS = 32
+
+LABEL_VALUE_TEXT = (
+    "at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+)
+LABEL_TEXT = "1-63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+OBJECT_NAME_TEXT = (
+    "at most 253 lowercase alphanumerics, '-' or '.', starting and ending with an alphanumeric"
+)
+NOT_A_RESOURCE_TEXT = (
+    "is not a resource: use cpu, memory, ephemeral-storage, hugepages-<size> or a "
+    "domain-prefixed name such as nvidia.com/gpu"
+)
+
+
+# --- CEL rules of the CRD -------------------------------------------------------------------
+# Libraries used besides CEL's standard ones: regex (matches), the strings extension as of its
+# first version (lastIndexOf, substring, split, trim) and Kubernetes' quantity library
+# (isQuantity, quantity, compareTo). The quantity library came with Kubernetes 1.28, and an
+# API server offers a library to new expressions one release after it came (so that a
+# rollback keeps understanding stored rules): a CRD with these rules needs 1.29 or newer.
+
+
+def _cel_string(text: str) -> str:
+    """A CEL string literal (double-quoted: messages and patterns contain single quotes)."""
+    assert '"' not in text and "\\" not in text, text
+    return f'"{text}"'
+
+
+def _cel_matches(value: str, pattern: str) -> str:
+    return f"{value}.matches({_cel_string(pattern)})"
+
+
+def _cel_label_key_ok(key: str) -> str:
+    """CEL for _check_label_key: an optional DNS-subdomain prefix and '/', then a name."""
+    name = f"{key}.substring({key}.lastIndexOf('/') + 1)"
+    prefix = f"{key}.substring(0, {key}.lastIndexOf('/'))"
+    return (
+        f"(!{key}.contains('/') || ({key}.lastIndexOf('/') <= 253 && "
+        f"{_cel_matches(prefix, _DNS_SUBDOMAIN_PATTERN)})) && "
+        f"size({name}) <= 63 && {_cel_matches(name, _LABEL_NAME_PATTERN)}"
+    )
+
+
+def _cel_label_key_message(key: str) -> str:
+    """CEL for the message _check_label_key gives about ``key``."""
+    prefix = f"{key}.substring(0, {key}.lastIndexOf('/'))"
+    return (
+        f'"label key \'" + {key} + "\': " + '
+        f"({key}.contains('/') && !({key}.lastIndexOf('/') <= 253 && "
+        f"{_cel_matches(prefix, _DNS_SUBDOMAIN_PATTERN)}) ? "
+        f"'prefix must be a DNS subdomain' : "
+        f"{_cel_string('name must be ' + LABEL_TEXT)})"
+    )
+
+
+def _cel_label_value_ok(value: str) -> str:
+    return f"size({value}) <= 63 && {_cel_matches(value, _LABEL_VALUE_PATTERN)}"
+
+
+def _rule(
+    rule: str,
+    message: str,
+    *,
+    message_expression: str | None = None,
+    field_path: str | None = None,
+) -> dict[str, Any]:
+    """One x-kubernetes-validations entry: ``message`` is what the API server says when
+    ``message_expression`` cannot be evaluated."""
+    out: dict[str, Any] = {"rule": rule, "message": message}
+    if message_expression:
+        out["messageExpression"] = message_expression
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+@dataclass(frozen=True)
+class CRDSchema:
+    """Keywords added to the CRD's schema of a type, beside what pydantic generates.
+
+    For checks that the model's validators already make (with their own messages): this
+    repeats them for the API server, and tests/integration/test_admission.py proves the two
+    refuse the same Builders.
+    """
+
+    # Not hashed (a dict is not hashable): typing hashes the Annotated types that carry it.
+    extra: Mapping[str, Any] = field(hash=False)
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        return {**schema, **copy.deepcopy(dict(self.extra))}
+
+
+def _validations(*rules: dict[str, Any], **extra: Any) -> CRDSchema:
+    return CRDSchema({**extra, "x-kubernetes-validations": list(rules)})
 
 
 def _quantity(value: Any) -> str:
@@ -81,7 +246,7 @@ def _quantity(value: Any) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise ValueError("must be a quantity such as 20Gi")
-    if not _QUANTITY_RE.match(value):
+    if len(value) > MAX_QUANTITY_LENGTH or not _QUANTITY_RE.match(value):
         raise ValueError(f"{value!r} is not a quantity (examples: 20Gi, 500Mi, 1.5G, 2)")
     return value
 
@@ -106,6 +271,7 @@ def quantity_bytes(value: str) -> int:
 _QUANTITY_SCHEMA: dict[str, Any] = {
     "anyOf": [{"type": "integer"}, {"type": "string"}],
     "pattern": QUANTITY_PATTERN,
+    "maxLength": MAX_QUANTITY_LENGTH,
     "x-kubernetes-int-or-string": True,
 }
 
@@ -119,6 +285,14 @@ NonNegativeQuantity = Annotated[
     BeforeValidator(_quantity),
     AfterValidator(_non_negative_quantity),
     WithJsonSchema(_QUANTITY_SCHEMA),
+    _validations(
+        _rule(
+            "type(self) == int ? self >= 0 : "
+            "(!isQuantity(self) || quantity(self).compareTo(quantity('0')) >= 0)",
+            "must not be negative",
+            message_expression='"\'" + string(self) + "\' must not be negative"',
+        )
+    ),
 ]
 PositiveQuantity = Annotated[
     str,
@@ -129,14 +303,11 @@ PositiveQuantity = Annotated[
 
 
 def _check_label_key(key: str) -> str:
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+    prefix, slash, name = key.rpartition("/")
+    if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
         raise ValueError(f"label key {key!r}: prefix must be a DNS subdomain")
     if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
-        raise ValueError(
-            f"label key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.', "
-            "starting and ending with an alphanumeric"
-        )
+        raise ValueError(f"label key {key!r}: name must be {LABEL_TEXT}")
     return key
 
 
@@ -144,23 +315,51 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         _check_label_key(key)
         if len(value) > 63 or not _LABEL_VALUE_RE.match(value):
-            raise ValueError(
-                f"label value {value!r} for {key!r}: at most 63 alphanumerics, '-', '_' or '.', "
-                "starting and ending with an alphanumeric"
-            )
+            raise ValueError(f"label value {value!r} for {key!r}: {LABEL_VALUE_TEXT}")
     return labels
 
 
-Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+def _label_key_rule() -> dict[str, Any]:
+    return _rule(
+        f"self.all(k, {_cel_label_key_ok('k')})",
+        "keys must be label keys: an optional DNS-subdomain prefix and '/', then a name of "
+        + LABEL_TEXT,
+        message_expression=(
+            f"self.filter(k, !({_cel_label_key_ok('k')})).map(k, {_cel_label_key_message('k')})[0]"
+        ),
+    )
+
+
+def _label_value_rule() -> dict[str, Any]:
+    return _rule(
+        f"self.all(k, {_cel_label_value_ok('self[k]')})",
+        "values must be label values: empty or " + LABEL_TEXT,
+        message_expression=(
+            f"self.filter(k, !({_cel_label_value_ok('self[k]')}))"
+            '.map(k, "label value \'" + self[k] + "\' for \'" + k + '
+            + _cel_string("': " + LABEL_VALUE_TEXT)
+            + ")[0]"
+        ),
+    )
+
+
+Labels = Annotated[
+    dict[str, Annotated[str, CRDSchema({"maxLength": MAX_LABEL_VALUE_LENGTH})]],
+    Field(max_length=MAX_LABELS),
+    AfterValidator(_check_labels),
+    _validations(_label_key_rule(), _label_value_rule()),
+]
+LabelKeyed = Annotated[
+    dict[str, str],
+    Field(max_length=MAX_LABELS),
+    _validations(_label_key_rule()),
+]
 
 
 def _dns_subdomain(name: str, what: str) -> str:
     """The rule for object names: a DNS subdomain of at most 253 characters."""
     if len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
-        raise ValueError(
-            f"{name!r} is not a valid {what}: at most 253 lowercase alphanumerics, "
-            "'-' or '.', starting and ending with an alphanumeric"
-        )
+        raise ValueError(f"{name!r} is not a valid {what}: {OBJECT_NAME_TEXT}")
     return name
 
 
@@ -170,7 +369,22 @@ def _check_object_name(name: str) -> str:
     return _dns_subdomain(name, "object name")
 
 
-ObjectName = Annotated[str, AfterValidator(_check_object_name)]
+def _object_name_rule(allow_empty: bool = False) -> dict[str, Any]:
+    ok = _cel_matches("self", _DNS_SUBDOMAIN_PATTERN)
+    return _rule(
+        f"self == '' || {ok}" if allow_empty else ok,
+        "must be a valid object name: " + OBJECT_NAME_TEXT,
+        message_expression=(
+            '"\'" + self + ' + _cel_string("' is not a valid object name: " + OBJECT_NAME_TEXT)
+        ),
+    )
+
+
+ObjectName = Annotated[
+    str,
+    AfterValidator(_check_object_name),
+    _validations(_object_name_rule(), maxLength=MAX_OBJECT_NAME_LENGTH),
+]
 
 
 class _Model(BaseModel):
@@ -188,11 +402,59 @@ class _Model(BaseModel):
 class Toleration(_Model):
     """A toleration, as in a PodSpec."""
 
-    key: str | None = Field(None, description="Taint key the toleration applies to.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule(
+                    "(has(self.key) && self.key != '') || "
+                    "(has(self.operator) && self.operator == 'Exists')",
+                    "operator must be Exists when key is empty (matches every taint)",
+                    field_path=".operator",
+                ),
+                _rule(
+                    "!(has(self.operator) && self.operator == 'Exists' && "
+                    "has(self.value) && self.value != '')",
+                    "value must be empty when operator is Exists",
+                    field_path=".value",
+                ),
+                _rule(
+                    "!has(self.tolerationSeconds) || "
+                    "(has(self.effect) && self.effect == 'NoExecute')",
+                    "tolerationSeconds is only allowed with effect NoExecute",
+                    field_path=".tolerationSeconds",
+                ),
+            ]
+        }
+    )
+
+    key: Annotated[
+        str | None,
+        _validations(
+            _rule(
+                f"self == '' || ({_cel_label_key_ok('self')})",
+                "must be a label key: an optional DNS-subdomain prefix and '/', then a name of "
+                + LABEL_TEXT,
+                message_expression=_cel_label_key_message("self"),
+            ),
+            maxLength=MAX_LABEL_KEY_LENGTH,
+        ),
+    ] = Field(None, description="Taint key the toleration applies to.")
     operator: Literal["Exists", "Equal"] | None = Field(
         None, description="Exists or Equal (default Equal)."
     )
-    value: str | None = Field(None, description="Taint value the toleration matches.")
+    value: Annotated[
+        str | None,
+        _validations(
+            _rule(
+                _cel_label_value_ok("self"),
+                "must be a label value: empty or " + LABEL_TEXT,
+                message_expression=(
+                    '"label value \'" + self + ' + _cel_string("': " + LABEL_VALUE_TEXT)
+                ),
+            ),
+            maxLength=MAX_LABEL_VALUE_LENGTH,
+        ),
+    ] = Field(None, description="Taint value the toleration matches.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to match; empty matches all effects."
     )
@@ -222,13 +484,63 @@ class LocalObjectReference(_Model):
     name: ObjectName = Field(description="Name of the referenced object.")
 
 
+def _resource_name_ok(name: str) -> str:
+    standard = ", ".join(f"'{r}'" for r in _STANDARD_RESOURCES)
+    return (
+        f"{name} in [{standard}] || {name}.startsWith('hugepages-') || "
+        f"({name}.contains('/') && {_cel_label_key_ok(name)})"
+    )
+
+
+def _request_exceeds_limit(name: str) -> str:
+    request, limit = f"string(self.requests[{name}])", f"string(self.limits[{name}])"
+    return (
+        f"{name} in self.limits && isQuantity({request}) && isQuantity({limit}) && "
+        f"quantity({request}).compareTo(quantity({limit})) > 0"
+    )
+
+
+ResourceList = Annotated[
+    dict[str, NonNegativeQuantity],
+    Field(max_length=MAX_RESOURCES),
+    _validations(
+        _rule(
+            f"self.all(k, {_resource_name_ok('k')})",
+            "resource names are cpu, memory, ephemeral-storage, hugepages-<size> or a "
+            "domain-prefixed name such as nvidia.com/gpu",
+            message_expression=(
+                f"self.filter(k, !({_resource_name_ok('k')}))"
+                '.map(k, "\'" + k + ' + _cel_string("' " + NOT_A_RESOURCE_TEXT) + ")[0]"
+            ),
+        )
+    ),
+]
+
+
 class ResourceRequirements(_Model):
     """Compute resources for the buildkitd container, as in a PodSpec."""
 
-    limits: dict[str, NonNegativeQuantity] = Field(
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule(
+                    "!has(self.requests) || !has(self.limits) || "
+                    f"!self.requests.exists(k, {_request_exceeds_limit('k')})",
+                    "requests must not exceed limits",
+                    message_expression=(
+                        f"self.requests.filter(k, {_request_exceeds_limit('k')})"
+                        ".map(k, 'requests.' + k + ' (' + string(self.requests[k]) + "
+                        "') must not exceed limits.' + k + ' (' + string(self.limits[k]) + ')')[0]"
+                    ),
+                )
+            ]
+        }
+    )
+
+    limits: ResourceList = Field(
         default_factory=dict, description="Maximum resources, e.g. {cpu: '4', memory: 8Gi}."
     )
-    requests: dict[str, NonNegativeQuantity] = Field(
+    requests: ResourceList = Field(
         default_factory=dict, description="Requested resources, e.g. {cpu: '1', memory: 2Gi}."
     )
 
@@ -239,10 +551,7 @@ class ResourceRequirements(_Model):
             if "/" in name:
                 _check_label_key(name)
             elif name not in _STANDARD_RESOURCES and not name.startswith("hugepages-"):
-                raise ValueError(
-                    f"{name!r} is not a resource: use cpu, memory, ephemeral-storage, "
-                    "hugepages-<size> or a domain-prefixed name such as nvidia.com/gpu"
-                )
+                raise ValueError(f"{name!r} {NOT_A_RESOURCE_TEXT}")
         return resources
 
     @model_validator(mode="after")
@@ -259,7 +568,28 @@ class ResourceRequirements(_Model):
 class BuildkitdSpec(_Model):
     """Settings of the buildkitd daemon and its buildkitd.toml."""
 
-    args: list[str] = Field(
+    args: Annotated[
+        list[
+            Annotated[
+                str,
+                _validations(
+                    _rule(
+                        f"!{_cel_matches('self', _RESERVED_FLAG_PATTERN)}",
+                        "flags the operator sets from the spec ("
+                        + ", ".join(RESERVED_BUILDKITD_FLAGS)
+                        + ") cannot be passed in args",
+                        message_expression=(
+                            "'--' + self.split('=')[0].substring(self.startsWith('--') ? 2 : 1)"
+                            " + ' is set by the operator from the spec and cannot be passed in "
+                            "args'"
+                        ),
+                    ),
+                    maxLength=MAX_ARG_LENGTH,
+                ),
+            ]
+        ],
+        Field(max_length=MAX_ARGS),
+    ] = Field(
         default_factory=list,
         description="Extra buildkitd flags, appended after the ones the operator sets.",
     )
@@ -274,7 +604,24 @@ class BuildkitdSpec(_Model):
         default_factory=list,
         description="Registries reached over plain HTTP or with unverified TLS.",
     )
-    platforms: list[str] = Field(
+    platforms: Annotated[
+        list[
+            Annotated[
+                str,
+                _validations(
+                    _rule(
+                        _cel_matches("self", _PLATFORM_PATTERN),
+                        "must be a platform such as linux/amd64",
+                        message_expression=(
+                            '"\'" + self + "\' is not a platform such as linux/amd64"'
+                        ),
+                    ),
+                    maxLength=MAX_PLATFORM_LENGTH,
+                ),
+            ]
+        ],
+        Field(max_length=MAX_PLATFORMS),
+    ] = Field(
         default_factory=list,
         description="Platforms the worker advertises, e.g. [linux/amd64, linux/arm64].",
     )
@@ -290,6 +637,8 @@ class BuildkitdSpec(_Model):
     @classmethod
     def _no_reserved_flags(cls, args: list[str]) -> list[str]:
         for arg in args:
+            if len(arg) > MAX_ARG_LENGTH:
+                raise ValueError(f"an argument is longer than {MAX_ARG_LENGTH} characters")
             # buildkitd's flag parser takes -flag and --flag alike.
             flag = arg.split("=", 1)[0]
             if flag.startswith("-"):
@@ -304,7 +653,7 @@ class BuildkitdSpec(_Model):
     @classmethod
     def _platforms(cls, platforms: list[str]) -> list[str]:
         for platform in platforms:
-            if not _PLATFORM_RE.match(platform):
+            if len(platform) > MAX_PLATFORM_LENGTH or not _PLATFORM_RE.match(platform):
                 raise ValueError(f"{platform!r} is not a platform such as linux/amd64")
         return platforms
 
@@ -334,10 +683,23 @@ class CacheSpec(_Model):
     size: PositiveQuantity | None = Field(
         None,
         description=(
-            f"Cache volume size; {DEFAULT_CACHE_SIZE} unless the operator is installed with "
-            "another default (status.cache shows the size used). BuildKit's garbage "
-            "collection limits are derived from it, so the cache never fills its volume."
+            f"Cache volume size, at least 256Mi; {DEFAULT_CACHE_SIZE} unless the operator is "
+            "installed with another default (status.cache shows the size used). BuildKit's "
+            "garbage collection limits are derived from it, so the cache never fills its volume."
         ),
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule(
+                    f"type(self) == int ? self >= {MIN_CACHE_BYTES} : (!isQuantity(self) || "
+                    f"quantity(self).compareTo(quantity('{MIN_CACHE}')) >= 0)",
+                    f"the cache needs at least {MIN_CACHE}",
+                    message_expression=(
+                        f'"\'" + string(self) + "\' is too small: the cache needs at least '
+                        f'{MIN_CACHE}"'
+                    ),
+                )
+            ]
+        },
     )
     storage_class_name: ObjectName | None = Field(
         None,
@@ -358,7 +720,7 @@ class CacheSpec(_Model):
         # Below this the derived GC limits leave BuildKit no room to work (and a value
         # such as "100m", a tenth of a byte, is almost always a typo for "100Mi").
         if size is not None and quantity_bytes(size) < MIN_CACHE_BYTES:
-            raise ValueError(f"{size!r} is too small: the cache needs at least 256Mi")
+            raise ValueError(f"{size!r} is too small: the cache needs at least {MIN_CACHE}")
         return size
 
 
@@ -388,10 +750,34 @@ class TLSSpec(_Model):
             "server certificate; disabled: plain TCP (not recommended)."
         ),
     )
-    secret_name: str | None = Field(
-        None, description="Secret holding the server certificate when tls.mode is secret."
-    )
-    extra_sans: list[str] = Field(
+    secret_name: Annotated[
+        str | None,
+        _validations(_object_name_rule(allow_empty=True), maxLength=MAX_OBJECT_NAME_LENGTH),
+    ] = Field(None, description="Secret holding the server certificate when tls.mode is secret.")
+    extra_sans: Annotated[
+        list[
+            Annotated[
+                str,
+                _validations(
+                    _rule(
+                        f"{_cel_matches('self', _SAN_DNS_PATTERN)} || "
+                        f"{_cel_matches('self', _IPV6_PATTERN)}",
+                        "must be an IP address or a DNS name (a leading '*.' is allowed)",
+                        message_expression=(
+                            "self.contains('%') && "
+                            + _cel_matches("self.split('%')[0]", _IPV6_PATTERN)
+                            + " ? "
+                            '"\'" + self + "\': an IP address in a certificate cannot carry a '
+                            'zone" : "\'" + self + "\' is neither an IP address nor a DNS name '
+                            "(a leading '*.' is allowed)\""
+                        ),
+                    ),
+                    maxLength=MAX_SAN_LENGTH,
+                ),
+            ]
+        ],
+        Field(max_length=MAX_SANS),
+    ] = Field(
         default_factory=list,
         alias="extraSANs",
         description="Extra DNS names or IP addresses for the server certificate.",
@@ -450,10 +836,50 @@ class ServiceSpec(_Model):
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         "ClusterIP", description="Service type; buildkitd is served on port 1234."
     )
+    allow_without_tls: StrictBool = Field(
+        False,
+        alias="allowWithoutTLS",
+        description=(
+            "Allow service.type NodePort or LoadBalancer with tls.mode disabled, which is "
+            "otherwise refused: it exposes an unauthenticated builder beyond the cluster "
+            "(anyone who reaches the port can run builds on it, read its cache and use its "
+            "network access). Set it only where the network itself admits nobody else, such "
+            "as an isolated lab network or a load balancer restricted to trusted sources."
+        ),
+    )
+
+
+# service.type NodePort/LoadBalancer with tls.mode disabled, without the opt-in.
+_EXPOSED_WITHOUT_TLS = (
+    "has(self.tls) && has(self.tls.mode) && self.tls.mode == 'disabled' && "
+    "has(self.service) && has(self.service.type) && self.service.type != 'ClusterIP' && "
+    "!(has(self.service.allowWithoutTLS) && self.service.allowWithoutTLS)"
+)
+EXPOSED_WITHOUT_TLS_TEXT = (
+    "with tls.mode disabled exposes an unauthenticated builder beyond the cluster: use "
+    "tls.mode auto or secret, or set service.allowWithoutTLS: true if the network admits "
+    "nobody else"
+)
 
 
 class BuilderSpec(_Model):
     """Desired state of a Builder: a set of buildkitd daemons reachable over mutual TLS."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule(
+                    f"!({_EXPOSED_WITHOUT_TLS})",
+                    "service.type NodePort or LoadBalancer " + EXPOSED_WITHOUT_TLS_TEXT,
+                    message_expression=(
+                        "'service.type ' + self.service.type + ' ' + "
+                        + _cel_string(EXPOSED_WITHOUT_TLS_TEXT)
+                    ),
+                    field_path=".service.type",
+                )
+            ]
+        }
+    )
 
     rootless: StrictBool = Field(
         True,
@@ -462,9 +888,19 @@ class BuilderSpec(_Model):
             "Unconfined, not privileged); false runs it privileged as root."
         ),
     )
-    image: str | None = Field(
+    image: Annotated[
+        str | None,
+        _validations(
+            _rule(
+                "self == self.trim()",
+                "must not start or end with whitespace",
+                message_expression='"\'" + self + "\' must not start or end with whitespace"',
+            )
+        ),
+    ] = Field(
         None,
         min_length=1,
+        max_length=MAX_IMAGE_LENGTH,
         description=(
             f"buildkitd image; defaults to {DEFAULT_IMAGE_ROOTLESS} (rootless) or "
             f"{DEFAULT_IMAGE_ROOTFUL} (rootful), or to the operator's install-wide default "
@@ -476,7 +912,9 @@ class BuilderSpec(_Model):
         default_factory=dict, description="Node labels every builder pod must match."
     )
     tolerations: list[Toleration] = Field(
-        default_factory=list, description="Tolerations of the builder pods."
+        default_factory=list,
+        max_length=MAX_TOLERATIONS,
+        description="Tolerations of the builder pods.",
     )
     affinity: dict[str, Any] | None = Field(
         None,
@@ -498,13 +936,15 @@ class BuilderSpec(_Model):
         description="ServiceAccount of the builder pods (buildkitd itself needs no API access).",
     )
     image_pull_secrets: list[LocalObjectReference] = Field(
-        default_factory=list, description="Secrets used to pull the buildkitd image."
+        default_factory=list,
+        max_length=MAX_PULL_SECRETS,
+        description="Secrets used to pull the buildkitd image.",
     )
     pod_labels: Labels = Field(
         default_factory=dict,
         description="Extra labels on the builder pods; the operator's own labels win.",
     )
-    pod_annotations: dict[str, str] = Field(
+    pod_annotations: LabelKeyed = Field(
         default_factory=dict, description="Extra annotations on the builder pods."
     )
     resources: ResourceRequirements | None = Field(
@@ -544,6 +984,19 @@ class BuilderSpec(_Model):
         for key in annotations:
             _check_label_key(key)
         return annotations
+
+    @field_validator("service")
+    @classmethod
+    def _not_exposed_without_tls(cls, service: ServiceSpec, info: ValidationInfo) -> ServiceSpec:
+        tls = info.data.get("tls")
+        if (
+            tls is not None
+            and tls.mode == "disabled"
+            and service.type != "ClusterIP"
+            and not service.allow_without_tls
+        ):
+            raise ValueError(f"service.type {service.type} {EXPOSED_WITHOUT_TLS_TEXT}")
+        return service
 
     @field_validator("image")
     @classmethod

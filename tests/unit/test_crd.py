@@ -4,6 +4,8 @@ field of the API contract is there with its description, default and allowed val
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +13,13 @@ from typing import Any, get_args, get_origin
 
 import pytest
 import yaml
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from buildkit_operator.crd import builder_crd, crd_yaml
-from buildkit_operator.model import BuilderSpec, BuilderStatus
+from buildkit_operator.model import Builder, BuilderSpec, BuilderStatus
+from buildkit_operator.render import render_builder
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "crds" / "builders.buildkit.dev.yaml"
@@ -332,8 +337,10 @@ def test_contract_enums(spec: dict[str, Any], field: str, values: list[str]) -> 
 def test_numbers_and_maps(spec: dict[str, Any]) -> None:
     assert prop(spec, "replicas")["minimum"] == 0
     assert prop(spec, "buildkitd.maxParallelism")["minimum"] == 1
-    for field in ("nodeSelector", "podLabels", "podAnnotations"):
-        assert prop(spec, field)["additionalProperties"] == {"type": "string"}, field
+    # Label values are at most 63 characters (Kubernetes' rule); annotation values are free.
+    for field in ("nodeSelector", "podLabels"):
+        assert prop(spec, field)["additionalProperties"] == {"type": "string", "maxLength": 63}
+    assert prop(spec, "podAnnotations")["additionalProperties"] == {"type": "string"}
     mirrors = prop(spec, "buildkitd.registryMirrors")["additionalProperties"]
     assert mirrors == {"type": "array", "items": {"type": "string"}}
     size = prop(spec, "cache.size")
@@ -374,7 +381,7 @@ def test_api_server_defaults_match_the_model(root: dict[str, Any]) -> None:
         # No size: the operator's install-wide default fills it in (20Gi unless set).
         "cache": {"type": "persistent", "retain": True},
         "tls": {"mode": "auto"},
-        "service": {"type": "ClusterIP"},
+        "service": {"type": "ClusterIP", "allowWithoutTLS": False},
         "noCreate": False,
         "noRecreate": False,
     }
@@ -458,3 +465,200 @@ def test_status_schema_comes_from_the_status_model(root: dict[str, Any]) -> None
     status = root["properties"]["status"]["properties"]
     wire = {field.alias or name for name, field in BuilderStatus.model_fields.items()}
     assert set(status) == wire
+
+
+# --- what the API server refuses at kubectl apply --------------------------------------------
+
+# Where the CRD carries a rule of its own (x-kubernetes-validations), by `kubectl explain` path
+# ("[]" an item of a list, "{}" a value of a map, "" the spec itself), and a word its message
+# must contain so that the person reading it knows what to fix.
+RULES = {
+    "": "allowWithoutTLS",
+    "image": "whitespace",
+    "nodeSelector": "label",
+    "podLabels": "label",
+    "podAnnotations": "label key",
+    "tolerations[]": "operator must be Exists",
+    "tolerations[].key": "label key",
+    "tolerations[].value": "label value",
+    "priorityClassName": "object name",
+    "serviceAccountName": "object name",
+    "imagePullSecrets[].name": "object name",
+    "resources": "must not exceed limits",
+    "resources.limits": "not a resource",
+    "resources.requests": "not a resource",
+    "resources.limits{}": "must not be negative",
+    "resources.requests{}": "must not be negative",
+    "buildkitd.args[]": "is set by the operator",
+    "buildkitd.platforms[]": "platform",
+    "cache.size": "256Mi",
+    "cache.storageClassName": "object name",
+    "tls": "tls.secretName is required",
+    "tls.secretName": "object name",
+    "tls.extraSANs[]": "DNS name",
+}
+
+
+def node_at(spec: dict[str, Any], path: str) -> dict[str, Any]:
+    node = spec
+    for part in filter(None, path.split(".")):
+        name = part.rstrip("[]{}")
+        node = node["properties"][name]
+        if part.endswith("[]"):
+            node = node["items"]
+        elif part.endswith("{}"):
+            node = node["additionalProperties"]
+    return node
+
+
+def all_rules(root: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path, rule)
+        for path, node in walk(root["properties"]["spec"])
+        for rule in node.get("x-kubernetes-validations", [])
+    ]
+
+
+@pytest.mark.parametrize(("path", "word"), sorted(RULES.items()))
+def test_the_crd_carries_the_rule(spec: dict[str, Any], path: str, word: str) -> None:
+    rules = node_at(spec, path).get("x-kubernetes-validations", [])
+    assert rules, f"spec.{path}: no CEL rule"
+    texts = [r["message"] + r.get("messageExpression", "") for r in rules]
+    assert any(word in text for text in texts), texts
+
+
+def test_every_rule_is_where_the_table_says(root: dict[str, Any]) -> None:
+    """No rule outside the table above (a new one is added to it, and to the integration
+    test that runs it against the API server)."""
+    paths = {path.removeprefix(".") for path, _ in all_rules(root)}
+    assert paths == set(RULES)
+
+
+def test_every_rule_has_a_message_and_a_sound_field_path(root: dict[str, Any]) -> None:
+    for path, rule in all_rules(root):
+        assert rule["rule"].strip() and rule["message"].strip(), path
+        assert "fieldPath" not in rule or rule["fieldPath"].startswith("."), path
+        # A rule on an object reads optional fields only behind has(): the API server
+        # evaluates it on partial objects too.
+        for field in re.findall(r"self\.([a-zA-Z]+)", rule["rule"]):
+            if field in ("matches", "all", "exists", "filter", "contains", "split", "trim",
+                         "startsWith", "substring", "lastIndexOf", "indexOf", "map"):  # fmt: skip
+                continue
+            assert f"has(self.{field})" in rule["rule"], (path, field)
+
+
+def test_what_cel_reads_is_bounded(spec: dict[str, Any]) -> None:
+    """The API server refuses a CRD whose rules it cannot bound in cost: every list, map and
+    string a rule walks declares a maximum size."""
+    assert prop(spec, "buildkitd.args")["maxItems"] == 128
+    assert prop(spec, "buildkitd.args")["items"]["maxLength"] == 4096
+    assert prop(spec, "buildkitd.platforms")["maxItems"] == 32
+    assert prop(spec, "tls.extraSANs")["maxItems"] == 64
+    assert prop(spec, "tls.extraSANs")["items"]["maxLength"] == 253
+    assert prop(spec, "tolerations")["maxItems"] == 64
+    assert prop(spec, "tolerations")["items"]["properties"]["key"]["maxLength"] == 253 + 1 + 63
+    assert prop(spec, "tolerations")["items"]["properties"]["value"]["maxLength"] == 63
+    assert prop(spec, "imagePullSecrets")["maxItems"] == 32
+    for field in ("nodeSelector", "podLabels", "podAnnotations"):
+        assert prop(spec, field)["maxProperties"] == 64, field
+    for field in ("resources.limits", "resources.requests"):
+        assert prop(spec, field)["maxProperties"] == 32, field
+    for field in ("image", "priorityClassName", "serviceAccountName", "tls.secretName"):
+        assert "maxLength" in prop(spec, field), field
+
+
+def test_reserved_flags_rule_covers_every_form(spec: dict[str, Any]) -> None:
+    (rule,) = prop(spec, "buildkitd.args")["items"]["x-kubernetes-validations"]
+    (pattern,) = re.findall(r'matches\("([^"]*)"\)', rule["rule"])
+    for flag in ("addr", "config", "root", "tlscacert", "tlscert", "tlskey",
+                 "oci-worker-no-process-sandbox"):  # fmt: skip
+        for arg in (f"--{flag}", f"-{flag}", f"--{flag}=x", f"-{flag}=x=y"):
+            assert re.search(pattern, arg), arg
+    for arg in ("--addrx", "--rootless", "x--addr", "--debug", "--config-x=1", "addr"):
+        assert not re.search(pattern, arg), arg
+
+
+def test_cache_minimum_rule_reads_256mi(spec: dict[str, Any]) -> None:
+    (rule,) = prop(spec, "cache.size")["x-kubernetes-validations"]
+    assert "quantity('256Mi')" in rule["rule"] and str(256 * 1024**2) in rule["rule"]
+    assert "type(self) == int" in rule["rule"]  # an int-or-string is either
+
+
+def test_allow_without_tls_is_an_opt_in(spec: dict[str, Any]) -> None:
+    field = prop(spec, "service.allowWithoutTLS")
+    assert field["type"] == "boolean" and field["default"] is False
+    assert "unauthenticated" in field["description"]
+    (rule,) = spec["x-kubernetes-validations"]
+    assert rule["fieldPath"] == ".service.type"
+    for name in ("tls.mode", "service.type", "allowWithoutTLS"):
+        assert name in rule["rule"].replace("self.", "") or name in rule["message"], name
+
+
+def _san_pattern_matches(spec: dict[str, Any]) -> Any:
+    (rule,) = prop(spec, "tls.extraSANs")["items"]["x-kubernetes-validations"]
+    patterns = [re.compile(p) for p in re.findall(r'matches\("([^"]*)"\)', rule["rule"])]
+    assert len(patterns) == 2
+    return lambda san: any(p.search(san) for p in patterns)
+
+
+def _python_accepts_san(san: str) -> bool:
+    try:
+        address = ipaddress.ip_address(san)
+    except ValueError:
+        labels = san.removeprefix("*.").split(".")
+        return bool(
+            len(san) <= 253
+            and re.fullmatch(r"(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", san)
+            and all(0 < len(lb) <= 63 and lb[0] != "-" and lb[-1] != "-" for lb in labels)
+        )
+    return not (isinstance(address, ipaddress.IPv6Address) and address.scope_id)
+
+
+SAN_ALPHABET = "0123456789abcdefABCDEF:.%*-xz"
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True)
+@example("1:2:3:4:5:6:7::")
+@example("::2:3:4:5:6:7:8")
+@example("1::3:4:5:6:7:8")
+@example("1:2:3:4:5::1.2.3.4")
+@example("::1.2.3.4")
+@example("1:2:3:4:5:6:1.2.3.4")
+@example("1:2:3:4:5:6:7:1.2.3.4")
+@example("1::2::3")
+@given(
+    st.one_of(
+        st.integers(0, 2**128 - 1).map(lambda n: ipaddress.IPv6Address(n).compressed),
+        st.integers(0, 2**128 - 1).map(lambda n: ipaddress.IPv6Address(n).exploded),
+        st.integers(0, 2**32 - 1).map(lambda n: f"::ffff:{ipaddress.IPv4Address(n)}"),
+        st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+        st.text(SAN_ALPHABET, max_size=45),
+        st.lists(st.text("0123456789abcdef", min_size=0, max_size=5), min_size=1, max_size=10).map(
+            ":".join
+        ),
+    )
+)
+def test_extra_sans_rule_agrees_with_pythons_ipaddress(san: str) -> None:
+    """The CRD's IPv6 pattern is written by hand; the operator's check uses the ipaddress
+    module: both must accept the same strings."""
+    spec = builder_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert _san_pattern_matches(spec)(san) == _python_accepts_san(san), san
+
+
+def test_chart_requires_the_kubernetes_its_objects_need() -> None:
+    """securityContext.appArmorProfile is a pod field from Kubernetes 1.30 on (an older API
+    server drops it), and CEL's quantity library is offered to new CRD rules from 1.29."""
+    chart = yaml.safe_load((REPO / "charts" / "buildkit-operator" / "Chart.yaml").read_text())
+    minimum = re.fullmatch(r">=1\.(\d+)\.0-0", chart["kubeVersion"])
+    assert minimum, chart["kubeVersion"]
+    needs = 1
+    crd = crd_yaml()
+    if "quantity(" in crd:
+        needs = max(needs, 29)
+    rootless = Builder.from_manifest(
+        {"apiVersion": "buildkit.dev/v1alpha1", "kind": "Builder", "metadata": {"name": "a"},
+         "spec": {"rootless": True, "tls": {"mode": "disabled"}}}
+    )  # fmt: skip
+    if "appArmorProfile" in json.dumps(render_builder(rootless)):
+        needs = max(needs, 30)
+    assert int(minimum.group(1)) == needs

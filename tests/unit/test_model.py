@@ -367,6 +367,60 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
         "label key",
     ),
     ("affinity-string", manifest({"affinity": "zone-a"}), "spec.affinity", "valid dictionary"),
+    (
+        "node-port-without-tls",
+        manifest({"tls": {"mode": "disabled"}, "service": {"type": "NodePort"}}),
+        "spec.service",
+        "service.type NodePort with tls.mode disabled exposes an unauthenticated builder",
+    ),
+    (
+        "load-balancer-without-tls",
+        manifest({"tls": {"mode": "disabled"}, "service": {"type": "LoadBalancer"}}),
+        "spec.service",
+        "set service.allowWithoutTLS: true",
+    ),
+    (
+        "allow-without-tls-string",
+        manifest({"service": {"allowWithoutTLS": "yes"}}),
+        "spec.service.allowWithoutTLS",
+        "valid boolean",
+    ),
+    (
+        "node-selector-empty-prefix",
+        manifest({"nodeSelector": {"/arch": "amd64"}}),
+        "spec.nodeSelector",
+        "prefix must be a DNS subdomain",
+    ),
+    (
+        "node-selector-too-many",
+        manifest({"nodeSelector": {f"k{i}": "v" for i in range(65)}}),
+        "spec.nodeSelector",
+        "at most 64 items",
+    ),
+    (
+        "args-too-many",
+        manifest({"buildkitd": {"args": ["--debug"] * 129}}),
+        "spec.buildkitd.args",
+        "at most 128 items",
+    ),
+    (
+        "args-too-long",
+        manifest({"buildkitd": {"args": ["--x=" + "a" * 4096]}}),
+        "spec.buildkitd.args",
+        "longer than 4096",
+    ),
+    (
+        "image-too-long",
+        manifest({"image": "r/" + "i" * 1023}),
+        "spec.image",
+        "at most 1024 characters",
+    ),
+    (
+        "tolerations-too-many",
+        manifest({"tolerations": [{"operator": "Exists"}] * 65}),
+        "spec.tolerations",
+        "at most 64 items",
+    ),
     ("spec-unknown", manifest({"replica": 2}), "spec.replica", "unknown field"),
     # the object itself
     ("spec-string", manifest("rootless"), "spec", "valid dictionary"),
@@ -553,6 +607,24 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ),
     ("free-form", {"affinity": {"nodeAffinity": {"x": 1}}, "topologySpreadConstraints": [{}]}),
     ("config", {"buildkitd": {"config": "debug = true\n[worker.oci]\ngc = false\n"}}),
+    ("size-minimum", {"cache": {"size": "256Mi"}}),
+    ("size-minimum-bytes", {"cache": {"size": 268435456}}),
+    (
+        "requests-equal-limits",
+        {
+            "resources": {
+                "requests": {"cpu": "1", "memory": "2Gi"},
+                "limits": {"cpu": "1000m", "memory": "2Gi"},
+            }
+        },
+    ),
+    ("args-near-reserved", {"buildkitd": {"args": ["--addrx", "--rootless-x", "x--addr"]}}),
+    (
+        "node-port-without-tls-opted-in",
+        {"tls": {"mode": "disabled"}, "service": {"type": "NodePort", "allowWithoutTLS": True}},
+    ),
+    ("load-balancer-with-tls", {"service": {"type": "LoadBalancer"}}),
+    ("sans-ipv6", {"tls": {"extraSANs": ["::", "1:2:3:4:5:6:7::", "::ffff:10.0.0.1"]}}),
 ]
 
 
