@@ -160,7 +160,8 @@ def assert_at_rest(k: Kubectl, cluster: Any, ns: str, name: str, window: float =
     events = len(events_of(k, ns, name))
     since = time.time()
     time.sleep(window)
-    assert writes_in(cluster, ns, since) == []
+    writes = writes_in(cluster, ns, since)
+    assert writes == [], f"writes at rest: {writes}"
     new = events_of(k, ns, name)[events:]
     assert len(events_of(k, ns, name)) == events, f"Events at rest: {new}"
 

@@ -184,9 +184,12 @@ def _drop_none(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _user_tls_secret(k: Kubectl, ns: str) -> None:
-    """A valid server certificate for tls.mode secret, made as a user would (openssl-like)."""
+    """A valid server certificate for tls.mode secret, made once per namespace (made again,
+    it would be a rotation, which rightly rolls the Builders that serve it)."""
     from buildkit_operator.tls import ensure_tls
 
+    if k("get", "secret", "user-tls", "-n", ns, "--ignore-not-found", "-o", "name").strip():
+        return
     bundle = ensure_tls({}, name="fz", server_sans=["fz"], now=datetime.now(UTC))
     data = {k2: base64.b64encode(v).decode() for k2, v in bundle.secret_data()["server"].items()}
     k.apply(
