@@ -61,8 +61,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import node_images  # noqa: E402
-from cluster import (  # noqa: E402
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+import node_images
+from cgroups import cgroup_mounts, cgroup_parent, kill_cgroup, make_cgroup, remove_cgroup
+from cluster import (
     VOLUME_LABEL,
     ApiError,
     CertificateAuthority,
@@ -78,8 +82,6 @@ from cluster import (  # noqa: E402
     split_paths,
     wait_for,
 )
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
 
 HACK_DIR = Path(__file__).resolve().parent
 BUILD_TOOLS = HACK_DIR / "build-tools.sh"
@@ -126,108 +128,6 @@ class NodeError(ClusterError):
 
 def node_id(directory: Path) -> str:
     return hashlib.sha256(str(directory).encode()).hexdigest()[:8]
-
-
-def cgroup_mounts() -> dict[str, Path]:
-    """Every cgroup hierarchy: {controllers or name (or "" for v2): mount point}."""
-    found: dict[str, Path] = {}
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            sep = fields.index("-")
-            fstype, options = fields[sep + 1], fields[sep + 3]
-            if fstype == "cgroup":
-                controllers = [o for o in options.split(",") if o not in ("rw", "ro", "relatime")]
-                found[",".join(controllers)] = Path(fields[4])
-            elif fstype == "cgroup2":
-                found[""] = Path(fields[4])
-    return found
-
-
-def own_cgroups() -> dict[str, str]:
-    """This process's cgroup in each hierarchy ({controllers: path}, "" for v2)."""
-    out = {}
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        out[controllers] = path
-    return out
-
-
-def cgroup_parent() -> str:
-    """The cgroup the node's own goes under: this process's memory cgroup, the one whose
-    limits apply to the whole run."""
-    for controllers, path in own_cgroups().items():
-        if "memory" in controllers.split(","):
-            return path
-    return "/"
-
-
-def cgroup_pids(path: str) -> list[int]:
-    """Every process in the cgroup path and below, in every hierarchy."""
-    pids: set[int] = set()
-    for mount in cgroup_mounts().values():
-        top = mount / path.lstrip("/")
-        if not top.is_dir():
-            continue
-        for procs in top.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.update(int(p) for p in procs.read_text().split())
-    return sorted(pids)
-
-
-def make_cgroup(path: str) -> list[str]:
-    """mkdir -p the cgroup path in every hierarchy; returns the directories made."""
-    made = []
-    for mount in cgroup_mounts().values():
-        current = mount
-        for part in Path(path.lstrip("/")).parts:
-            parent, current = current, current / part
-            if current.is_dir():
-                continue
-            current.mkdir()
-            made.append(str(current))
-            # A new cpuset takes no task until it has CPUs and memory nodes.
-            for name in ("cpuset.cpus", "cpuset.mems"):
-                if (parent / name).exists():
-                    (current / name).write_text((parent / name).read_text())
-    return made
-
-
-def remove_cgroup(path: str) -> list[str]:
-    """rmdir the cgroup path and everything below it, deepest first, in every hierarchy.
-    Returns the directories that could not be removed (still holding processes)."""
-    left = []
-    for mount in cgroup_mounts().values():
-        top = mount / path.lstrip("/")
-        if not top.is_dir():
-            continue
-        dirs = [top, *[p for p in top.rglob("*") if p.is_dir()]]
-        for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-            try:
-                d.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                left.append(str(d))
-    return left
-
-
-def kill_cgroup(path: str, exclude: Sequence[int] = (), timeout: float = 20) -> None:
-    """SIGKILL every process in the cgroup tree until none is left (new ones may fork)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = [p for p in cgroup_pids(path) if p not in exclude and p != os.getpid()]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        # Reap our own (the supervisor is a subreaper for the whole node).
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        time.sleep(0.1)
-    raise NodeError(f"processes still in cgroup {path}: {cgroup_pids(path)}")
 
 
 # --------------------------------------------------------------------------- binaries
@@ -446,6 +346,8 @@ class LocalNode:
         self._write_pki()
         self._write_config(state, binaries)
         self._grant_node_rights()
+        # A Node object left by an earlier run would read Ready before this kubelet is.
+        self.cluster.api.delete(f"/api/v1/nodes/{self.name}")
         make_cgroup(cgroup)
 
         host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -556,7 +458,7 @@ class LocalNode:
                 continue
             began = time.monotonic()
             subprocess.run(
-                [*base, "images", "import", "--no-unpack=false", "--digests", str(tarball)],
+                [*base, "images", "import", str(tarball)],
                 capture_output=True,
                 check=True,
             )
@@ -619,7 +521,9 @@ class LocalNode:
     def _remove_local_volumes(self) -> None:
         assert self.cluster is not None
         api = self.cluster.api
-        pvs = api.get(f"/api/v1/persistentvolumes?labelSelector={VOLUME_LABEL}={LOCAL_STORAGE_CLASS}")
+        pvs = api.get(
+            f"/api/v1/persistentvolumes?labelSelector={VOLUME_LABEL}={LOCAL_STORAGE_CLASS}"
+        )
         for pv in pvs["items"]:
             if pv["metadata"]["name"].startswith(f"pv-{LOCAL_STORAGE_CLASS}-{self.id}-"):
                 api.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
@@ -637,7 +541,7 @@ class LocalNode:
                 "namespace": "default",
                 "labels": {
                     "kubernetes.io/service-name": "kubernetes",
-                    "endpointslice.kubernetes.io/managed-by": "buildkit-operator.dev/local-node",
+                    "endpointslice.kubernetes.io/managed-by": "buildkit-operator-local-node",
                 },
             },
             "addressType": "IPv4",
@@ -898,8 +802,10 @@ state = "{d}/containerd/state"
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 argv = _proc_cmdline(int(entry.name))
-                if argv and any(str(self.dir) in a for a in argv) and entry.name != str(
-                    os.getpid()
+                if (
+                    argv
+                    and any(str(self.dir) in a for a in argv)
+                    and entry.name != str(os.getpid())
                 ):
                     found.append(f"process {entry.name}: {' '.join(argv)[:120]}")
         return found

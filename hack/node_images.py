@@ -37,6 +37,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cgroups import cgroup_parent, kill_cgroup, remove_cgroup
+
 HACK_DIR = Path(__file__).resolve().parent
 REPO = HACK_DIR.parent
 IMAGES_DIR = HACK_DIR / "images"
@@ -63,6 +65,10 @@ BUILDKIT_PACKAGES = ("runc", "rootlesskit", "uidmap", "fuse-overlayfs", "ca-cert
 PYTHON_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
 
 BUILD_TIMEOUT = 1800.0
+# The host's trust store goes into the Python base, so that `pip install` in the project's
+# Dockerfile trusts the package index exactly as the host's pip does (a machine whose HTTPS
+# traffic passes a proxy with its own CA trusts that CA here).
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def log(message: str) -> None:
@@ -209,6 +215,9 @@ class HostBuildkitd:
         self.dir = Path(tempfile.mkdtemp(prefix="bko-images-"))
         self.socket = self.dir / "buildkitd.sock"
         self.process: subprocess.Popen[bytes] | None = None
+        # The build containers' cgroups go under this run's own, not under a shared
+        # top-level "buildkit" that would outlive the daemon.
+        self.cgroup = f"{cgroup_parent().rstrip('/')}/bko-images-{os.getpid()}"
 
     @property
     def address(self) -> str:
@@ -219,12 +228,17 @@ class HostBuildkitd:
             "PATH": f"{self.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(self.dir),
         }
+        (self.dir / "buildkitd.toml").write_text(
+            f'[worker.oci]\n  defaultCgroupParent = "{self.cgroup}"\n'
+        )
         with open(self.dir / "buildkitd.log", "wb") as out:
             self.process = subprocess.Popen(
                 [
                     str(self.bin_dir / "buildkitd"),
                     "--addr",
                     self.address,
+                    "--config",
+                    str(self.dir / "buildkitd.toml"),
                     "--root",
                     str(self.dir / "state"),
                     "--oci-worker=true",
@@ -274,6 +288,8 @@ class HostBuildkitd:
         for point in sorted(points, key=len, reverse=True):
             subprocess.run(["umount", "-l", point], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
+        kill_cgroup(self.cgroup)
+        remove_cgroup(self.cgroup)
 
     def build(self, recipe: Recipe, cache: Path, tarballs: dict[str, Path]) -> None:
         with tempfile.TemporaryDirectory(prefix="bko-image-ctx-") as tmp:
@@ -395,7 +411,9 @@ def recipes(buildkit_bin: Path, cache: Path, only: Sequence[str] = ()) -> list[R
             "buildkitd": buildkit_bin / "buildkitd",
             "buildctl": buildkit_bin / "buildctl",
         }
-        base = _digest(dockerfile, rootfs.name, buildkit_bin / "buildkitd", buildkit_bin / "buildctl")
+        base = _digest(
+            dockerfile, rootfs.name, buildkit_bin / "buildkitd", buildkit_bin / "buildctl"
+        )
         for key, name, target in (
             ("buildkit", BUILDKIT_IMAGE, "rootful"),
             ("buildkit-rootless", BUILDKIT_ROOTLESS_IMAGE, "rootless"),
@@ -414,12 +432,13 @@ def recipes(buildkit_bin: Path, cache: Path, only: Sequence[str] = ()) -> list[R
     if "operator" in wanted:
         dockerfile = IMAGES_DIR / "python.Dockerfile"
         rootfs = debian_rootfs(PYTHON_PACKAGES, cache)
+        trust = Path(HOST_CA_BUNDLE)
         python = Recipe(
             key="python-base",
             name=PYTHON_BASE,
             dockerfile=dockerfile,
-            context_files={"rootfs.tar": rootfs},
-            digest=_digest(dockerfile, rootfs.name),
+            context_files={"rootfs.tar": rootfs, "ca-certificates.crt": trust},
+            digest=_digest(dockerfile, rootfs.name, trust),
         )
         out.append(python)
         sources = _digest(
@@ -484,7 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="node_images.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the missing images and print name=tarball lines")
-    b.add_argument("--only", nargs="*", default=[], help="pause buildkit buildkit-rootless operator")
+    b.add_argument(
+        "--only", nargs="*", default=[], help="pause buildkit buildkit-rootless operator"
+    )
     args = parser.parse_args(argv)
     try:
         for name, path in build(args.only).items():

@@ -27,10 +27,11 @@ for extra in (REPO / "tests" / "e2e", REPO / "tests" / "integration"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from cluster import LocalCluster, wait_for  # noqa: E402
-from node import LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
 from node_helpers import HOST_SYSCTLS, Host, read_sysctls  # noqa: E402
 from operator_process import OperatorProcess, operator_binary  # noqa: E402
+
+from cluster import LocalCluster, wait_for  # noqa: E402
+from node import LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
 
 HACK = REPO / "hack"
 
@@ -113,9 +114,7 @@ def node(
 ) -> Iterator[LocalNode]:
     # A short directory: unix socket paths under it must stay below 108 bytes.
     directory = Path(tempfile.mkdtemp(prefix="bko-node-"))
-    instance = LocalNode(
-        directory, node_cluster, tools("containerd", "cni", "kubernetes-node")
-    )
+    instance = LocalNode(directory, node_cluster, tools("containerd", "cni", "kubernetes-node"))
     instance.start()
     # The node's local volumes become the default class: a Builder with the default cache
     # gets one, and with it the fsGroup a rootless daemon needs.
@@ -153,9 +152,7 @@ def node_operator(
     assert node.cluster is not None
     log = tmp_path_factory.mktemp("node-operator") / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(node.cluster.kubeconfig)}
-    proc = OperatorProcess(
-        [str(operator_binary()), "run", "--all-namespaces"], env, log
-    ).start()
+    proc = OperatorProcess([str(operator_binary()), "run", "--all-namespaces"], env, log).start()
     try:
         yield proc
     finally:

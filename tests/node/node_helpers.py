@@ -22,7 +22,6 @@ from node import LocalNode, cgroup_mounts
 HOST_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "vm/panic_on_oom")
 
 
-
 @dataclass(frozen=True)
 class Host:
     """What this machine offers the node; a reason string where it cannot."""
@@ -256,6 +255,6 @@ def delete_pod_and_wait(api: Api, namespace: str, name: str, node: LocalNode) ->
         interval=1,
         on_timeout=lambda: describe(api, namespace, name, node),
     )
-    wait_for(lambda: not api.exists(f"/api/v1/namespaces/{namespace}/pods/{old['metadata']['name']}"),
-             "the old pod to go", 120)  # fmt: skip
+    old_path = f"/api/v1/namespaces/{namespace}/pods/{old['metadata']['name']}"
+    wait_for(lambda: not api.exists(old_path), "the old pod to go", 120)
     return running_pod(api, namespace, name)

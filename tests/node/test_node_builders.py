@@ -28,10 +28,10 @@ from node_helpers import (
     running_pod,
     wait_builder_ready,
 )
+from operator_process import OperatorProcess
 
 from cluster import Api, node_is_ready
 from node import NODE_IP, LocalNode, cgroup_parent
-from operator_process import OperatorProcess
 
 ROOTLESS_UID = 1000
 
@@ -160,7 +160,9 @@ def test_build_through_the_service_over_mutual_tls(
 ) -> None:
     conn, client = _client(node, api, builders_namespace, any_builder, tmp_path, buildctl_bin)
     print(f"\nnode: connect printed: {conn.printed}\nnode: building via {conn.address}")
-    inputs = run_build_inputs(tmp_path / "build", f"hello from {any_builder} {secrets.token_hex(4)}")
+    inputs = run_build_inputs(
+        tmp_path / "build", f"hello from {any_builder} {secrets.token_hex(4)}"
+    )
     out = tmp_path / "image.tar"
     result = client.build(
         inputs.context, f"type=oci,dest={out}", opts=inputs.opts, locals_=inputs.locals_

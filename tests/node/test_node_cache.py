@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import pytest
 from buildkit_e2e import check_run_output, oci_image_files, run_build_inputs
 from node_helpers import (
     Host,
@@ -15,11 +16,10 @@ from node_helpers import (
     delete_pod_and_wait,
     wait_builder_ready,
 )
+from operator_process import OperatorProcess
 
-import pytest
 from cluster import Api
 from node import LocalNode
-from operator_process import OperatorProcess
 
 # RUN steps worth caching: a loop that takes the cold build some seconds of CPU.
 LOOPS = 3_000_000

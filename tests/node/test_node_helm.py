@@ -21,12 +21,12 @@ from node_helpers import (
     read_proc,
     wait_builder_ready,
 )
+from operator_process import OperatorProcess
 
 from buildkit_operator.names import ChildNames
 from cluster import Api, wait_for
 from node import NODE_LABEL, LocalNode
 from node_images import OPERATOR_IMAGE
-from operator_process import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "buildkit-operator"
@@ -120,11 +120,15 @@ def test_chart_runs_the_operator_image_on_the_real_node(
         # The metrics port answers inside the cluster network.
         ip = pod["status"]["podIP"]
         ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        url = f"http://{ip}:{ports['metrics']}/metrics"
+        fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read())"
         metrics = subprocess.run(
-            [*node.exec_prefix, sys.executable, "-c",
-             f"import urllib.request;print(urllib.request.urlopen('http://{ip}:{ports['metrics']}/metrics', timeout=10).read().decode())"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout  # fmt: skip
+            [*node.exec_prefix, sys.executable, "-c", fetch],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         assert "# TYPE" in metrics
 
         # The in-cluster operator at work.
