@@ -126,6 +126,16 @@ class NodeError(ClusterError):
     pass
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def has_capability(bit: int) -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
 def node_id(directory: Path) -> str:
     return hashlib.sha256(str(directory).encode()).hexdigest()[:8]
 
@@ -649,6 +659,7 @@ class LocalNode:
             )
         )
         runc = binaries["runc"]
+        restrict_oom = not has_capability(CAP_SYS_RESOURCE)
         (config / "containerd.toml").write_text(
             f"""version = 3
 root = "{d}/containerd/root"
@@ -671,6 +682,10 @@ state = "{d}/containerd/state"
 [plugins.'io.containerd.cri.v1.runtime']
   enable_selinux = false
   netns_mounts_under_state_dir = true
+  # Lowering a process's oom_score_adj (kubelet gives the pause container -998) takes
+  # CAP_SYS_RESOURCE, which a root without it (as in a container) lacks: keep containers
+  # at or above containerd's own value instead of failing every sandbox.
+  restrict_oom_score_adj = {"true" if restrict_oom else "false"}
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
