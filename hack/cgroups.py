@@ -115,5 +115,3 @@ def kill_cgroup(path: str, exclude: Sequence[int] = (), timeout: float = 20) -> 
                 pass
         time.sleep(0.1)
     raise CgroupError(f"processes still in cgroup {path}: {cgroup_pids(path)}")
-
-

@@ -61,7 +61,15 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # What the moby/buildkit images carry besides buildkitd and buildctl: runc for the OCI
 # worker; rootlesskit, newuidmap/newgidmap (uidmap) and fuse-overlayfs for rootless; git and
 # certificates for remote contexts.
-BUILDKIT_PACKAGES = ("runc", "rootlesskit", "uidmap", "fuse-overlayfs", "ca-certificates", "git")
+BUILDKIT_PACKAGES = (
+    "runc",
+    "rootlesskit",
+    "uidmap",
+    "libcap2-bin",  # setcap, for newuidmap/newgidmap
+    "fuse-overlayfs",
+    "ca-certificates",
+    "git",
+)
 PYTHON_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
 
 BUILD_TIMEOUT = 1800.0

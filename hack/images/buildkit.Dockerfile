@@ -18,7 +18,13 @@ ENTRYPOINT ["buildkitd"]
 FROM base AS rootless
 # uid 1000 with a subordinate range for rootlesskit's user namespace, and the directories the
 # rendered args use (socket under XDG_RUNTIME_DIR, state under ~/.local/share/buildkit).
-RUN useradd --uid 1000 --user-group --create-home --home-dir /home/user --shell /bin/sh user \
+# newuidmap/newgidmap with file capabilities instead of setuid root, as upstream's image has
+# them: a setuid-root newuidmap cannot map uid 0 when the container's bounding set lacks
+# CAP_SYS_ADMIN (the default for a pod), a capability-only one can.
+RUN chmod u-s /usr/bin/newuidmap /usr/bin/newgidmap \
+    && setcap cap_setuid+ep /usr/bin/newuidmap \
+    && setcap cap_setgid+ep /usr/bin/newgidmap \
+    && useradd --uid 1000 --user-group --create-home --home-dir /home/user --shell /bin/sh user \
     && echo user:100000:65536 > /etc/subuid \
     && echo user:100000:65536 > /etc/subgid \
     && mkdir -p /run/user/1000 /home/user/.local/tmp /home/user/.local/share/buildkit \
