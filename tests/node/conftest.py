@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,10 +28,16 @@ for extra in (REPO / "tests" / "e2e", REPO / "tests" / "integration"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from node_helpers import HOST_SYSCTLS, Host, read_sysctls  # noqa: E402
+from node_helpers import (  # noqa: E402
+    HOST_SYSCTLS,
+    Host,
+    create_builder,
+    read_sysctls,
+    wait_builder_ready,
+)
 from operator_process import OperatorProcess, operator_binary  # noqa: E402
 
-from cluster import LocalCluster, wait_for  # noqa: E402
+from cluster import Api, LocalCluster, wait_for  # noqa: E402
 from node import LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
 
 HACK = REPO / "hack"
@@ -189,3 +196,46 @@ def node_namespace(node: LocalNode, request: pytest.FixtureRequest) -> Iterator[
 @pytest.fixture(scope="session")
 def buildctl_bin(tools: Callable[..., tuple[Path, ...]]) -> Path:
     return tools("buildkit")[0] / "buildctl"
+
+
+@pytest.fixture(scope="session")
+def api(node: LocalNode) -> Api:
+    assert node.cluster is not None
+    return node.cluster.api
+
+
+@pytest.fixture(scope="session")
+def builders_namespace(node: LocalNode, api: Api) -> Iterator[str]:
+    name = "node-builders"
+    api.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+    yield name
+    api.delete(f"/api/v1/namespaces/{name}")
+
+
+def _ready_builder(
+    api: Api, node: LocalNode, namespace: str, name: str, spec: dict[str, Any]
+) -> str:
+    create_builder(api, namespace, name, spec)
+    seconds = wait_builder_ready(api, namespace, name, node)
+    print(f"\nnode: Builder {name} ({spec or 'default spec'}) Ready in {seconds:.0f}s")
+    return name
+
+
+@pytest.fixture(scope="session")
+def rootless_builder(
+    host: Host, node: LocalNode, node_operator: OperatorProcess, api: Api, builders_namespace: str
+) -> str:
+    """A Builder with the default spec: rootless, persistent cache, TLS auto."""
+    if host.no_rootless:
+        pytest.skip(host.no_rootless)
+    return _ready_builder(api, node, builders_namespace, "default", {})
+
+
+@pytest.fixture(scope="session")
+def rootful_builder(
+    node: LocalNode, node_operator: OperatorProcess, api: Api, builders_namespace: str
+) -> str:
+    return _ready_builder(api, node, builders_namespace, "rootful", {"rootless": False})

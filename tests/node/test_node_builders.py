@@ -4,7 +4,6 @@ build through the Builder's Service over mutual TLS."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,66 +16,19 @@ from buildkit_e2e import (
 )
 from node_helpers import (
     HOST_SYSCTLS,
-    Host,
     NodeBuildctl,
     connect,
     container_pid,
-    create_builder,
     mount_points,
     pod_processes,
     read_sysctls,
     running_pod,
-    wait_builder_ready,
 )
-from operator_process import OperatorProcess
 
 from cluster import Api, node_is_ready
 from node import NODE_IP, LocalNode, cgroup_parent
 
 ROOTLESS_UID = 1000
-
-
-@pytest.fixture(scope="session")
-def api(node: LocalNode) -> Api:
-    assert node.cluster is not None
-    return node.cluster.api
-
-
-@pytest.fixture(scope="session")
-def builders_namespace(node: LocalNode, api: Api) -> Iterator[str]:
-    name = "node-builders"
-    api.create(
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-    )
-    yield name
-    api.delete(f"/api/v1/namespaces/{name}")
-
-
-def _ready_builder(
-    api: Api, node: LocalNode, namespace: str, name: str, spec: dict[str, Any]
-) -> str:
-    create_builder(api, namespace, name, spec)
-    seconds = wait_builder_ready(api, namespace, name, node)
-    print(f"\nnode: Builder {name} ({spec or 'default spec'}) Ready in {seconds:.0f}s")
-    return name
-
-
-@pytest.fixture(scope="session")
-def rootless_builder(
-    host: Host, node: LocalNode, node_operator: OperatorProcess, api: Api, builders_namespace: str
-) -> str:
-    """A Builder with the default spec: rootless, persistent cache, TLS auto."""
-    if host.no_rootless:
-        pytest.skip(host.no_rootless)
-    return _ready_builder(api, node, builders_namespace, "default", {})
-
-
-@pytest.fixture(scope="session")
-def rootful_builder(
-    node: LocalNode, node_operator: OperatorProcess, api: Api, builders_namespace: str
-) -> str:
-    return _ready_builder(api, node, builders_namespace, "rootful", {"rootless": False})
 
 
 @pytest.fixture(params=["rootless", "rootful"])
