@@ -84,7 +84,7 @@ def test_chart_runs_the_operator_image_on_the_real_node(
             "--set", f"image.tag={tag}",
             # Imported into the node's containerd; there is no registry to pull from.
             "--set", "image.pullPolicy=Never",
-            "--set", f"nodeSelector.{NODE_LABEL.replace('.', chr(92) + '.')}=true",
+            "--set-string", f"nodeSelector.{NODE_LABEL.replace('.', chr(92) + '.')}=true",
             "--set", f"watchNamespaces={{{namespace}}}",
         )  # fmt: skip
         selector = "app.kubernetes.io/name=buildkit-operator"
