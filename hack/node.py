@@ -814,16 +814,26 @@ state = "{d}/containerd/state"
             for line in mounts:
                 if str(self.dir) in line.split()[1]:
                     found.append(f"mount {line.split()[1]}")
+        ancestors = _ancestors()
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                argv = _proc_cmdline(int(entry.name))
-                if (
-                    argv
-                    and any(str(self.dir) in a for a in argv)
-                    and entry.name != str(os.getpid())
-                ):
-                    found.append(f"process {entry.name}: {' '.join(argv)[:120]}")
+            if not entry.name.isdigit() or int(entry.name) in ancestors:
+                continue
+            argv = _proc_cmdline(int(entry.name))
+            if argv and any(str(self.dir) in a for a in argv):
+                found.append(f"process {entry.name}: {' '.join(argv)[:120]}")
         return found
+
+
+def _ancestors() -> set[int]:
+    """This process and those that started it (a shell or make naming DIR is not a leftover)."""
+    found, pid = set(), os.getpid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found
 
 
 # --------------------------------------------------------------------------- supervisor
