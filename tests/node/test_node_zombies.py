@@ -4,6 +4,7 @@ has to be reaped)."""
 
 from __future__ import annotations
 
+import calendar
 import time
 
 from node_helpers import pod_processes, running_pod
@@ -21,7 +22,7 @@ def test_no_zombies_after_ten_probe_periods(
     container = pod["spec"]["containers"][0]
     period = container["readinessProbe"]["periodSeconds"]
     started = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
-    began = time.mktime(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    began = calendar.timegm(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ"))
     wait = began + PROBE_PERIODS * period + 5 - time.time()
     if wait > 0:
         print(f"\nnode: waiting {wait:.0f}s more for {PROBE_PERIODS} probe periods of {period}s")
