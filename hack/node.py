@@ -284,9 +284,15 @@ class LocalNode:
         )
 
     def is_running(self) -> bool:
+        """Running, joined to this node's cluster as it runs now, and Ready."""
         state = self.read_state()
-        if not self._supervisor_alive(state) or self.cluster is None:
+        if not self._supervisor_alive(state) or self.cluster is None or state is None:
             return False
+        if state.cluster_dir != str(self.cluster.dir):
+            return False
+        with contextlib.suppress(ClusterError):
+            if state.api_port != self.cluster.state.ports["apiserver"]:
+                return False
         try:
             node = self.cluster.api.get(f"/api/v1/nodes/{self.name}")
         except (ClusterError, OSError):
@@ -401,7 +407,7 @@ class LocalNode:
             return max(1.0, deadline - time.monotonic())
 
         wait_for(
-            lambda: (check(), self._containerd_up())[1],
+            lambda: (check(), self._containerd_up(binaries["ctr"]))[1],
             "containerd",
             remaining(),
             on_timeout=lambda: self.tail("containerd"),
@@ -424,18 +430,11 @@ class LocalNode:
             return f"(no log for {component})"
         return f"--- last lines of {self.log_file(component)}:\n" + "\n".join(text)
 
-    def _containerd_up(self) -> bool:
+    def _containerd_up(self, ctr: Path) -> bool:
         if not self.containerd_socket.exists():
             return False
-        return (
-            subprocess.run(
-                [self.read_state().binaries["ctr"], "--address", str(self.containerd_socket),  # type: ignore[union-attr]
-                 "version"],
-                capture_output=True,
-                check=False,
-            ).returncode
-            == 0
-        )  # fmt: skip
+        version = [str(ctr), "--address", str(self.containerd_socket), "version"]
+        return subprocess.run(version, capture_output=True, check=False).returncode == 0
 
     def _node_ready(self) -> bool:
         assert self.cluster is not None
