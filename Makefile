@@ -45,7 +45,7 @@ node: cluster ## start a real node (containerd, kubelet, kube-proxy) joined to t
 node-down: ## stop the real node and remove its namespaces, mounts and cgroups
 	@if [ -f $(NODE_DIR)/state.json ]; then $(PY) hack/node.py down --dir $(NODE_DIR) >&2; fi
 
-up: ## newcomer's first run: cluster, CRD, operator, example Builder, shown Ready
+up: ## newcomer's first run: cluster, CRD, operator, example Builder, shown Ready (NODE=1: on a real node)
 	@hack/up.sh
 
 down: cluster-down ## stop the operator and the local control plane
