@@ -107,11 +107,20 @@ def _digest(*parts: bytes | str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _generated(path: Path) -> bool:
+    """Bytecode and the metadata of an editable install: not sources of the image."""
+    return (
+        "__pycache__" in path.parts
+        or path.suffix == ".pyc"
+        or any(part.endswith(".egg-info") for part in path.parts)
+    )
+
+
 def _tree_digest(root: Path) -> str:
     """Content of every file under root (bytecode caches left out), in a stable order."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+        if path.is_file() and not _generated(path):
             h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -482,7 +491,9 @@ def _operator_context(cache: Path, digest: str) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, tmp / name)
     shutil.copytree(
-        REPO / "operator", tmp / "operator", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        REPO / "operator",
+        tmp / "operator",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
     )
     tmp.replace(target)
     return target
