@@ -209,9 +209,12 @@ class LocalNode:
         directory: str | os.PathLike[str],
         cluster: LocalCluster | None = None,
         bin_paths: str | Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        die_with_parent: bool = False,
     ) -> None:
         self.dir = Path(directory).resolve()
         self.cluster = cluster
+        self.die_with_parent = die_with_parent
         self._bin_paths = split_paths(bin_paths)
         self.id = node_id(self.dir)
         self.netns = f"bko-node-{self.id}"
@@ -367,6 +370,8 @@ class LocalNode:
         make_cgroup(cgroup)
 
         host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
+        host_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        owner = ["--owner-pid", str(os.getpid())] if self.die_with_parent else []
         try:
             with open(self.log_file("supervisor"), "ab") as out:
                 child = subprocess.Popen(
@@ -386,16 +391,20 @@ class LocalNode:
                         str(self.dir),
                         "--host-netns-fd",
                         str(host_netns),
+                        "--host-mnt-fd",
+                        str(host_mnt),
+                        *owner,
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=self.dir,
                     start_new_session=True,
-                    pass_fds=(host_netns,),
+                    pass_fds=(host_netns, host_mnt),
                 )
         finally:
             os.close(host_netns)
+            os.close(host_mnt)
         state.supervisor = child.pid
         self._write_state(state)
 
@@ -882,7 +891,9 @@ def _forward(listener: socket.socket, host_netns_fd: int, api_port: int) -> None
         threading.Thread(target=pump, args=(client,), daemon=True).start()
 
 
-def supervise(directory: Path, host_netns_fd: int) -> int:
+def supervise(
+    directory: Path, host_netns_fd: int, host_mnt_fd: int, owner_pid: int | None = None
+) -> int:
     """Runs inside the node's network and mount namespaces; starts and stops the daemons.
 
     The namespace lives as long as this process: when it exits, the mounts made here go.
@@ -983,6 +994,8 @@ def supervise(directory: Path, host_netns_fd: int) -> int:
             spawn("kube-proxy")
             spawn("kubelet")
         while not stopping.is_set():
+            if owner_pid is not None and not Path(f"/proc/{owner_pid}").exists():
+                raise NodeError(f"the process that started the node ({owner_pid}) is gone")
             for name, child in children.items():
                 if child.poll() is not None:
                     raise NodeError(f"{name} exited with status {child.returncode}")
@@ -1018,8 +1031,28 @@ def supervise(directory: Path, host_netns_fd: int) -> int:
         kill_cgroup(state.cgroup, exclude=(os.getpid(),))
         for listener in listeners:
             listener.close()
+        if owner_pid is not None and not Path(f"/proc/{owner_pid}").exists():
+            _remove_from_host(state, host_mnt_fd)
         log("stopped")
     return status
+
+
+def _remove_from_host(state: NodeState, host_mnt_fd: int) -> None:
+    """With nobody left to run `down`: leave the node's cgroups for the parent one and
+    remove them, and delete the network namespace through the host's mount namespace
+    (its /run/netns is hidden here)."""
+    parent = state.cgroup.rsplit("/", 1)[0] or "/"
+    for mount in cgroup_mounts().values():
+        with contextlib.suppress(OSError):
+            (mount / parent.lstrip("/") / "cgroup.procs").write_text(str(os.getpid()))
+    left = remove_cgroup(state.cgroup)
+    subprocess.run(
+        ["nsenter", f"--mount=/proc/self/fd/{host_mnt_fd}", "--", "ip", "netns", "del",
+         state.netns],
+        check=False,
+        pass_fds=(host_mnt_fd,),
+    )  # fmt: skip
+    log(f"removed the node's cgroups{f' (left: {left})' if left else ''} and network namespace")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1037,11 +1070,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sup = sub.add_parser("_supervise")
     sup.add_argument("--dir", required=True)
     sup.add_argument("--host-netns-fd", type=int, required=True)
+    sup.add_argument("--host-mnt-fd", type=int, required=True)
+    sup.add_argument("--owner-pid", type=int, help="stop, and remove all, when this pid is gone")
     args = parser.parse_args(argv)
 
     try:
         if args.command == "_supervise":
-            return supervise(Path(args.dir), args.host_netns_fd)
+            return supervise(Path(args.dir), args.host_netns_fd, args.host_mnt_fd, args.owner_pid)
         if args.command == "up":
             began = time.monotonic()
             cluster = LocalCluster(args.cluster_dir)

@@ -121,7 +121,12 @@ def node(
 ) -> Iterator[LocalNode]:
     # A short directory: unix socket paths under it must stay below 108 bytes.
     directory = Path(tempfile.mkdtemp(prefix="bko-node-"))
-    instance = LocalNode(directory, node_cluster, tools("containerd", "cni", "kubernetes-node"))
+    instance = LocalNode(
+        directory,
+        node_cluster,
+        tools("containerd", "cni", "kubernetes-node"),
+        die_with_parent=True,
+    )
     instance.start()
     # The node's local volumes become the default class: a Builder with the default cache
     # gets one, and with it the fsGroup a rootless daemon needs.
