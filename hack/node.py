@@ -71,6 +71,7 @@ from cluster import (
     ApiError,
     CertificateAuthority,
     ClusterError,
+    ComponentExited,
     LocalCluster,
     _pem_cert,
     _pem_key,
@@ -410,7 +411,10 @@ class LocalNode:
 
         def check() -> None:
             if child.poll() is not None:
-                raise NodeError(f"the node exited ({child.returncode})\n{self.tail('supervisor')}")
+                # ComponentExited: wait_for gives up at once instead of polling on.
+                raise ComponentExited(
+                    f"the node exited ({child.returncode})\n{self.tail('supervisor')}"
+                )
 
         def remaining() -> float:
             return max(1.0, deadline - time.monotonic())
