@@ -127,7 +127,11 @@ def node(
         tools("containerd", "cni", "kubernetes-node"),
         die_with_parent=True,
     )
-    instance.start()
+    try:
+        instance.start()
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)  # start() already stopped what it began
+        raise
     # The node's local volumes become the default class: a Builder with the default cache
     # gets one, and with it the fsGroup a rootless daemon needs.
     api = node_cluster.api
