@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,10 +30,12 @@ for extra in (REPO / "tests" / "e2e", REPO / "tests" / "integration"):
         sys.path.insert(0, str(extra))
 
 from node_helpers import (  # noqa: E402
+    FIGURES,
     HOST_SYSCTLS,
     Host,
     create_builder,
     read_sysctls,
+    report,
     wait_builder_ready,
 )
 from operator_process import OperatorProcess, operator_binary  # noqa: E402
@@ -41,6 +44,13 @@ from cluster import Api, LocalCluster, wait_for  # noqa: E402
 from node import LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
 
 HACK = REPO / "hack"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("real node figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -127,11 +137,13 @@ def node(
         tools("containerd", "cni", "kubernetes-node"),
         die_with_parent=True,
     )
+    began = time.monotonic()
     try:
         instance.start()
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)  # start() already stopped what it began
         raise
+    report(f"node start (images imported into a fresh containerd): {time.monotonic() - began:.1f}s")
     # The node's local volumes become the default class: a Builder with the default cache
     # gets one, and with it the fsGroup a rootless daemon needs.
     api = node_cluster.api
@@ -229,7 +241,7 @@ def _ready_builder(
 ) -> str:
     create_builder(api, namespace, name, spec)
     seconds = wait_builder_ready(api, namespace, name, node)
-    print(f"\nnode: Builder {name} ({spec or 'default spec'}) Ready in {seconds:.0f}s")
+    report(f"Builder {name} ({spec or 'default spec'}) Ready in {seconds:.0f}s")
     return name
 
 

@@ -21,6 +21,14 @@ from node import LocalNode, cgroup_mounts
 # The settings kubelet writes at start: the host's must read the same after the node ran.
 HOST_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "vm/panic_on_oom")
 
+# Measured figures (start times, build times, the cache ratio), printed at the end of the run.
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    FIGURES.append(line)
+    print(f"\nnode: {line}")
+
 
 @dataclass(frozen=True)
 class Host:

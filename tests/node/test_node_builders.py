@@ -22,6 +22,7 @@ from node_helpers import (
     mount_points,
     pod_processes,
     read_sysctls,
+    report,
     running_pod,
 )
 
@@ -120,7 +121,7 @@ def test_build_through_the_service_over_mutual_tls(
         inputs.context, f"type=oci,dest={out}", opts=inputs.opts, locals_=inputs.locals_
     )
     check_run_output(oci_image_files(out), inputs)
-    print(f"node: build through the Service took {result.seconds:.1f}s")
+    report(f"build through the Service of {any_builder}: {result.seconds:.1f}s")
 
 
 def test_foreign_clients_are_refused(

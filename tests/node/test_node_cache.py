@@ -14,6 +14,7 @@ from node_helpers import (
     connect,
     create_builder,
     delete_pod_and_wait,
+    report,
     wait_builder_ready,
 )
 from operator_process import OperatorProcess
@@ -59,8 +60,8 @@ def test_cache_survives_pod_deletion(
     assert run_steps, warm_steps
     assert all(warm_steps[step] for step in run_steps), warm_steps
     assert not any(cold_steps.get(step) for step in run_steps), cold_steps
-    print(
-        f"\nnode: build through the Service: cold {cold:.1f}s, after the pod was replaced "
+    report(
+        f"build through the Service: cold {cold:.1f}s, after the pod was replaced "
         f"{warm:.1f}s (RUN steps CACHED); cold/warm ratio {cold / warm:.1f}"
     )
     assert warm < cold
