@@ -143,8 +143,10 @@ def test_foreign_clients_are_refused(
         type(own.certs)(ca=own.certs.ca, cert=None, key=None),
         own.server_name,
     )
-    errors = bare.refusals()
-    assert any("tls:" in e or "x509:" in e for e in errors), Buildctl.telling(errors)
+    # refusals() fails the test if any call is served; a refused TLS 1.3 client may see only
+    # a broken pipe, so the cause is reported rather than required.
+    errors = bare.refusals(attempts=10)
+    report(f"client without a certificate refused: {Buildctl.telling(errors)[:160]}")
     # The other Builder's client certificate (trusting this one's CA to get that far).
     foreign = NodeBuildctl(
         node,
@@ -153,5 +155,5 @@ def test_foreign_clients_are_refused(
         type(own.certs)(ca=own.certs.ca, cert=other.certs.cert, key=other.certs.key),
         own.server_name,
     )
-    errors = foreign.refusals()
-    assert any("tls:" in e or "x509:" in e for e in errors), Buildctl.telling(errors)
+    errors = foreign.refusals(attempts=10)
+    report(f"client with another Builder's certificate refused: {Buildctl.telling(errors)[:160]}")

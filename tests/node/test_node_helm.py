@@ -122,13 +122,20 @@ def test_chart_runs_the_operator_image_on_the_real_node(
         ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
         url = f"http://{ip}:{ports['metrics']}/metrics"
         fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read())"
-        metrics = subprocess.run(
-            [*node.exec_prefix, sys.executable, "-c", fetch],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
+
+        def scrape() -> str:
+            result = subprocess.run(
+                [*node.exec_prefix, sys.executable, "-c", fetch],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise AssertionError(result.stderr.strip()[-500:])
+            return result.stdout
+
+        metrics = wait_for(scrape, f"metrics at {url}", 60, interval=2)
         assert "# TYPE" in metrics
 
         # The in-cluster operator at work.
