@@ -6,12 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= $(CURDIR)/.local-cluster
+NODE_DIR ?= $(CURDIR)/.local-node
 CLUSTER_TOOLS := kubernetes etcd kwok
 USER_TOOLS := kubernetes helm buildkit
 EXAMPLE ?= examples/builder.yaml
 
 .PHONY: help venv tools cluster cluster-down up down operator-start operator-stop test test-unit \
-	test-integration test-e2e lint format crd manifests bench clean
+	test-integration test-e2e test-node node node-down lint format crd manifests bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -34,10 +35,17 @@ cluster: $(VENV)/.installed ## start the local control plane; prints export line
 	echo "export KUBECONFIG=$(CLUSTER_DIR)/kubeconfig" && \
 	echo "export PATH=$$user_path:$(CURDIR)/$(VENV)/bin:\$$PATH"
 
-cluster-down: operator-stop ## stop the local control plane
+cluster-down: operator-stop node-down ## stop the local control plane (and the real node)
 	@$(PY) hack/cluster.py down --dir $(CLUSTER_DIR) >&2
 
-up: ## newcomer's first run: cluster, CRD, operator, example Builder, shown Ready
+node: cluster ## start a real node (containerd, kubelet, kube-proxy) joined to the cluster (root)
+	@hack/install-runtime-deps.sh --node
+	@$(PY) hack/node.py up --dir $(NODE_DIR) --cluster-dir $(CLUSTER_DIR) >&2
+
+node-down: ## stop the real node and remove its namespaces, mounts and cgroups
+	@if [ -f $(NODE_DIR)/state.json ]; then $(PY) hack/node.py down --dir $(NODE_DIR) >&2; fi
+
+up: ## newcomer's first run: cluster, CRD, operator, example Builder, shown Ready (NODE=1: on a real node)
 	@hack/up.sh
 
 down: cluster-down ## stop the operator and the local control plane
@@ -46,8 +54,8 @@ operator-stop: ## stop an operator started by `make up`
 	@if [ -f $(CLUSTER_DIR)/operator.pid ]; then \
 		kill $$(cat $(CLUSTER_DIR)/operator.pid) 2>/dev/null || true; rm -f $(CLUSTER_DIR)/operator.pid; fi
 
-test: $(VENV)/.installed lint ## run every test tier: unit, integration (real control plane), e2e (real BuildKit)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e
+test: $(VENV)/.installed lint ## run every test tier: unit, integration (real control plane), e2e (real BuildKit), node (real kubelet)
+	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/node
 
 test-unit: $(VENV)/.installed ## fast tests of the pure parts
 	$(PY) -m pytest tests/unit
@@ -57,6 +65,9 @@ test-integration: $(VENV)/.installed ## tests against the local control plane
 
 test-e2e: $(VENV)/.installed ## tests with real buildkitd and buildctl
 	$(PY) -m pytest tests/e2e
+
+test-node: $(VENV)/.installed ## tests on a real node: Builders' pods in containers, the operator's image
+	$(PY) -m pytest tests/node
 
 lint: $(VENV)/.installed ## ruff and mypy
 	$(VENV)/bin/ruff check operator tests hack bench
@@ -77,4 +88,4 @@ bench: $(VENV)/.installed ## print the benchmark figures
 	$(PY) bench/run.py
 
 clean: ## remove the virtualenv and local cluster state (the tool cache stays)
-	rm -rf $(VENV) $(CLUSTER_DIR)
+	rm -rf $(VENV) $(CLUSTER_DIR) $(NODE_DIR)

@@ -6,12 +6,15 @@
 #             uid 1000 (the rootless image's user) with subordinate uid/gid ranges.
 # The rootless image runs rootlesskit with its default host network, so slirp4netns is not needed.
 # Also iproute2 (ip netns, veth), for the network namespace the registry mirror test makes.
+# With --node, also what the real node (hack/node.py) and its images (hack/node_images.py)
+# need: nftables (kube-proxy's nftables mode), mmdebstrap (Debian root filesystems), and gcc
+# with the static C library (the pause binary).
 #
 # Idempotent: installs only missing packages, runs `apt-get update` only when a package has no
 # install candidate, and changes no account or range that already exists. Every action is
 # reported on stderr; nothing is printed on stdout. Debian/Ubuntu only; needs root.
 #
-# Usage: hack/install-runtime-deps.sh [--no-rootless]
+# Usage: hack/install-runtime-deps.sh [--no-rootless] [--node]
 set -euo pipefail
 
 ROOTLESS_UID=1000
@@ -20,11 +23,13 @@ SUBID_START=100000
 SUBID_COUNT=65536
 
 rootless=true
+node=false
 for arg in "$@"; do
   case "$arg" in
     --no-rootless) rootless=false ;;
+    --node) node=true ;;
     *)
-      echo "usage: $0 [--no-rootless]" >&2
+      echo "usage: $0 [--no-rootless] [--node]" >&2
       exit 2
       ;;
   esac
@@ -34,6 +39,7 @@ log() { printf 'install-runtime-deps: %s\n' "$*" >&2; }
 
 packages=(runc iproute2)
 $rootless && packages+=(rootlesskit uidmap fuse-overlayfs)
+$node && packages+=(nftables mmdebstrap gcc libc6-dev util-linux)
 
 installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
