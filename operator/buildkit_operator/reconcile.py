@@ -224,11 +224,22 @@ def reconcile(
     errors: list[str] = []
     failed: set[tuple[str, str]] = set()
     after: dict[tuple[str, str], dict[str, Any] | None] = {}
-    for action in the_plan.actions:
+
+    def attempt(action: Action) -> Exception | None:
         try:
             after[action.key] = _apply(kube, namespace, action)
         except (ApiException, DynamicApiError) as err:
-            problem = f"{action.verb} {action.kind} {action.name}: {_api_message(err)}"
+            return err
+        return None
+
+    # What the daemons mount (and the Service) does not depend on anything else of the
+    # pass: applied together. Workloads follow, then deletions, one at a time as planned.
+    first = [a for a in the_plan.actions if _independent(a)]
+    rest = [a for a in the_plan.actions if not _independent(a)]
+    results = kube.map(attempt, first) + [attempt(a) for a in rest]
+    for action, refused in zip([*first, *rest], results, strict=True):
+        if refused is not None:
+            problem = f"{action.verb} {action.kind} {action.name}: {_api_message(refused)}"
             errors.append(problem)
             failed.add(action.key)
             log.warning("%s/%s: %s", namespace, name, problem)
@@ -273,6 +284,10 @@ def reconcile(
         status_written=written,
         errors=tuple(errors),
     )
+
+
+def _independent(action: Action) -> bool:
+    return action.verb in ("create", "patch") and action.kind != WORKLOAD_KIND
 
 
 def _certificate_not_after(
