@@ -124,6 +124,18 @@ def _newer(candidate: Mapping[str, Any], current: Mapping[str, Any] | None) -> b
         return True
 
 
+def _slim(obj: dict[str, Any]) -> None:
+    """Keep of ``managedFields`` only the operator's own entries, the ones drift reads:
+    the controllers' entries (a Deployment's status) are most of a cached object's size."""
+    meta = obj.get("metadata") or {}
+    entries = meta.get("managedFields")
+    if entries:
+        obj["metadata"] = {
+            **meta,
+            "managedFields": [e for e in entries if e.get("manager") == FIELD_MANAGER],
+        }
+
+
 class ChildCache:
     """Every object of the children's kinds carrying our managed-by label, as the API
     server last reported it: one list-then-watch per kind (and per namespace, when the
@@ -193,6 +205,7 @@ class ChildCache:
         return (obj["kind"], meta.get("namespace", ""), meta["name"])
 
     def _put(self, obj: dict[str, Any], notify: bool = True) -> bool:
+        _slim(obj)
         key = self._key(obj)
         labels = obj["metadata"].get("labels") or {}
         with self._lock:
