@@ -136,7 +136,10 @@ class Runner:
         namespace = meta.get("namespace")
         if namespace:
             for name in owner_name(obj, self._by_label):
-                self.request(namespace, name)
+                # A Builder not seen yet (its watch lists it after the children's at
+                # startup) is reconciled when it is: waking it now would read it anew.
+                if (namespace, name) in self._generations:
+                    self.request(namespace, name)
 
     def request(self, namespace: str, name: str) -> None:
         """Ask for a reconcile soon; requests made while one is queued are folded into it."""
