@@ -378,11 +378,11 @@ class Kube:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        if configuration.refresh_api_key_hook is not None:
-            configuration.refresh_api_key_hook(configuration)
-        token = configuration.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token
+        # Credentials as the client would send them (a bearer token, refreshed by its hook
+        # where it expires); client certificates are in the connection pool already.
+        for auth in configuration.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[auth["key"]] = auth["value"]
         response = self.api_client.rest_client.pool_manager.request(
             method,
             url,
