@@ -10,6 +10,8 @@ NODE_DIR ?= $(CURDIR)/.local-node
 CLUSTER_TOOLS := kubernetes etcd kwok
 USER_TOOLS := kubernetes helm buildkit
 EXAMPLE ?= examples/builder.yaml
+# Builders in the scale benchmark (`make bench N=500`).
+N ?= $(or $(BENCH_N),100)
 
 .PHONY: help venv tools cluster cluster-down up down operator-start operator-stop test test-unit \
 	test-integration test-e2e test-node node node-down lint format crd manifests bench clean
@@ -84,8 +86,9 @@ crd: $(VENV)/.installed ## regenerate crds/ from the model
 manifests: $(VENV)/.installed ## regenerate manifests/ from the chart
 	hack/gen-manifests.sh
 
-bench: $(VENV)/.installed ## print the benchmark figures
+bench: $(VENV)/.installed ## print the benchmark figures: pure paths, then N Builders on a local cluster (N=100)
 	$(PY) bench/run.py
+	$(PY) bench/scale.py --n $(N)
 
 clean: ## remove the virtualenv and local cluster state (the tool cache stays)
 	rm -rf $(VENV) $(CLUSTER_DIR) $(NODE_DIR)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from buildkit_operator.model import Builder
+from buildkit_operator.names import label_value
 from buildkit_operator.plan import plan
 from buildkit_operator.render import render_builder, server_sans
 from buildkit_operator.tls import ensure_tls
@@ -57,6 +58,7 @@ def main() -> None:
     bundle = ensure_tls({}, name=builder.name, server_sans=sans, now=NOW)
     existing = bundle.secret_data()
     desired = render_builder(builder, bundle)
+    owner = {"builder": builder.name, "uid": "uid-0", "label": label_value(builder.name)}
     live = {(o["kind"], o["metadata"]["name"]): o for o in desired}
 
     first = per_call(
@@ -72,12 +74,13 @@ def main() -> None:
                 builder, ensure_tls(existing, name=builder.name, server_sans=sans, now=NOW)
             ),
             live,
+            **owner,
         ),
         50,
     )
     issue = per_call(lambda: ensure_tls({}, name=builder.name, server_sans=sans, now=NOW), 20)
     reuse = per_call(lambda: ensure_tls(existing, name=builder.name, server_sans=sans, now=NOW), 50)
-    assert plan(builder.spec, desired, live).converged
+    assert plan(builder.spec, desired, live, **owner).converged
 
     tracemalloc.start()
     kept = [render_builder(example(i), bundle) for i in range(100)]

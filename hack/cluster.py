@@ -120,6 +120,16 @@ AUDIT_POLICY = {
     ],
 }
 
+
+def audit_policy(read_users: Sequence[str] = ()) -> dict[str, Any]:
+    """AUDIT_POLICY, with every request of ``read_users`` recorded as well (a watch is
+    recorded once it starts)."""
+    if not read_users:
+        return AUDIT_POLICY
+    rules = [{"level": "Metadata", "users": list(read_users)}, *AUDIT_POLICY["rules"]]
+    return {**AUDIT_POLICY, "rules": rules}
+
+
 # Components in start order; stop goes in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 BINARIES = (
@@ -621,8 +631,17 @@ class LocalCluster:
         *,
         die_with_parent: bool = False,
         storage_classes: Mapping[str, int] | None = None,
+        extra_nodes: int = 0,
+        audit_read_users: Sequence[str] = (),
     ) -> None:
+        """``extra_nodes`` adds that many amd64 kwok nodes (NODE_ALLOCATABLE each) for runs
+        with more pods than the default three hold; ``audit_read_users`` records those
+        users' reads too (a benchmark counts them), leaving everyone else's unrecorded."""
         self.dir = Path(directory).resolve()
+        self.nodes: tuple[NodeSpec, ...] = NODES + tuple(
+            NodeSpec(f"kwok-extra-{i + 1}", "amd64") for i in range(extra_nodes)
+        )
+        self.audit_read_users = tuple(audit_read_users)
         self._bin_paths = split_paths(bin_paths)
         self.die_with_parent = die_with_parent
         self.storage_classes = dict(storage_classes or STORAGE_CLASSES)
@@ -1080,7 +1099,9 @@ class LocalCluster:
     def _write_config(self) -> None:
         config = self.dir / "config"
         config.mkdir(parents=True, exist_ok=True)
-        (config / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+        (config / "audit-policy.yaml").write_text(
+            yaml.safe_dump(audit_policy(self.audit_read_users), sort_keys=False)
+        )
         shutil.copyfile(KWOK_STAGES, config / "kwok-stages.yaml")
         (self.dir / "kwok-home").mkdir(exist_ok=True)
         self.audit_log.touch()
@@ -1190,7 +1211,7 @@ class LocalCluster:
 
     def _create_cluster_objects(self) -> None:
         api = self.api
-        for node in NODES:
+        for node in self.nodes:
             api.create("/api/v1/nodes", node_manifest(node))
         for index, name in enumerate(self.storage_classes):
             api.create(
@@ -1201,7 +1222,7 @@ class LocalCluster:
     def _nodes_ready(self) -> bool:
         nodes = self.api.get("/api/v1/nodes")["items"]
         names = {n["metadata"]["name"] for n in nodes if node_is_ready(n)}
-        return all(node.name in names for node in NODES)
+        return all(node.name in names for node in self.nodes)
 
     def _volumes_available(self) -> bool:
         pvs = self.api.get(f"/api/v1/persistentvolumes?labelSelector={VOLUME_LABEL}")["items"]
@@ -1378,6 +1399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default: build or reuse them with hack/build-tools.sh)",
     )
     up.add_argument("--timeout", type=float, default=180, help="seconds to wait for health")
+    up.add_argument(
+        "--extra-nodes",
+        type=int,
+        default=0,
+        help=f"more amd64 kwok nodes, {NODE_ALLOCATABLE['pods']} pods each",
+    )
     add("down", "stop every process of the cluster")
     env = add("env", "print export lines for a POSIX shell")
     env.add_argument("--path", help="colon-separated directories to put first on PATH")
@@ -1385,7 +1412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("recycle", "make Released pool volumes Available again")
 
     args = parser.parse_args(argv)
-    cluster = LocalCluster(args.dir, getattr(args, "bin_path", None))
+    cluster = LocalCluster(
+        args.dir, getattr(args, "bin_path", None), extra_nodes=getattr(args, "extra_nodes", 0)
+    )
     try:
         if args.command == "up":
             began = time.monotonic()

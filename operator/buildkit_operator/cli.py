@@ -147,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         request_timeout=args.request_timeout,
+        concurrency=args.concurrency,
         defaults=defaults_from(args),
     )
     return 0
@@ -281,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds an API request may wait for an answer before it is given up and retried",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="reconciles run at once, and connections to the API server (default 16)",
     )
     add_default_flags(run)
     run.set_defaults(func=cmd_run)

@@ -1,23 +1,27 @@
-"""Kopf handlers: thin. Every trigger asks the runner to reconcile the Builder concerned."""
+"""Kopf handlers: thin. Every trigger asks the runner to reconcile the Builder concerned.
+
+Builders come through ``kopf.on.event``, for which Kopf persists nothing on the object
+(no bookkeeping patch per Builder); the children come through the watch-fed cache in
+kube.py, whose changes wake their Builder.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic.exceptions import DynamicApiError
 from prometheus_client import Counter, Histogram, start_http_server
-from urllib3.exceptions import HTTPError
 
 from .defaults import DEFAULTS, Defaults
 from .kube import REQUEST_TIMEOUT, Kube
 from .model import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from .names import LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY, label_value
+from .names import LABEL_BUILDER, label_value
 from .reconcile import Outcome, reconcile
 from .settings import configure
 
@@ -31,6 +35,10 @@ DURATION = Histogram("buildkit_operator_reconcile_seconds", "Time one reconcile 
 # into one reconcile after this short pause.
 COALESCE = 0.3
 MAX_BACKOFF = 300.0
+# Reconciles running at once (and connections to the API server).
+DEFAULT_CONCURRENCY = 16
+# How long a pass waits for the children's cache to fill after startup.
+CACHE_SYNC_WAIT = 30.0
 
 
 def backoff(failures: int) -> float:
@@ -42,9 +50,20 @@ def backoff(failures: int) -> float:
 class Runner:
     """Runs reconciles: one at a time per Builder, bursts folded, requeues scheduled."""
 
-    def __init__(self, kube: Kube, defaults: Defaults = DEFAULTS) -> None:
+    def __init__(self, kube: Kube, defaults: Defaults = DEFAULTS, *, concurrency: int = 0) -> None:
         self.kube = kube
         self.defaults = defaults
+        # Reconciles block on the API server: their own pool, sized to run that many at
+        # once (asyncio's default executor holds cpu_count + 4 threads, 6 on 2 cores).
+        self.executor = ThreadPoolExecutor(
+            concurrency or DEFAULT_CONCURRENCY, thread_name_prefix="reconcile"
+        )
+        # Generation last handed to a reconcile, per Builder: a status write (ours) does
+        # not change it, so it wakes nothing.
+        self._generations: dict[tuple[str, str], int | None] = {}
+        # Builder names by (namespace, label value), to find the owner of a retained cache
+        # claim (it carries the label but no owner reference).
+        self._by_label: dict[tuple[str, str], set[str]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._queued: set[tuple[str, str]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -57,8 +76,8 @@ class Runner:
         async with self._locks.setdefault(key, asyncio.Lock()):
             started = time.monotonic()
             try:
-                outcome = await asyncio.to_thread(
-                    reconcile, self.kube, namespace, name, defaults=self.defaults
+                outcome = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self._reconcile, namespace, name
                 )
             except Exception:
                 RECONCILES.labels("error").inc()
@@ -81,6 +100,46 @@ class Runner:
         elif outcome.requeue_after is not None:
             self._schedule(key, outcome.requeue_after)
         return outcome
+
+    def _reconcile(self, namespace: str, name: str) -> Outcome:
+        cache = self.kube.cache
+        if cache is not None and not cache.fresh():
+            # Right after startup (or a dropped watch) the cache may miss children: wait
+            # for it a while, then read them from the API server instead.
+            cache.wait_synced(CACHE_SYNC_WAIT)
+        return reconcile(self.kube, namespace, name, defaults=self.defaults)
+
+    def builder_changed(self, type_: str | None, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        if not namespace or not name:
+            return
+        key = (namespace, name)
+        label = (namespace, label_value(name))
+        if type_ == "DELETED":
+            self.kube.forget_builder(namespace, name)
+            self._generations.pop(key, None)
+            self._by_label.get(label, set()).discard(name)
+            return
+        self.kube.remember_builder(obj)
+        self._by_label.setdefault(label, set()).add(name)
+        generation = meta.get("generation")
+        if key in self._generations and self._generations[key] == generation:
+            return
+        self._generations[key] = generation
+        self.request(namespace, name)
+
+    def child_changed(self, obj: Mapping[str, Any]) -> None:
+        """A child changed or went away: look at its Builder again, so drift is repaired
+        within seconds rather than at the next periodic pass."""
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace")
+        if namespace:
+            for name in owner_name(obj, self._by_label):
+                # A Builder not seen yet (its watch lists it after the children's at
+                # startup) is reconciled when it is: waking it now would read it anew.
+                if (namespace, name) in self._generations:
+                    self.request(namespace, name)
 
     def request(self, namespace: str, name: str) -> None:
         """Ask for a reconcile soon; requests made while one is queued are folded into it."""
@@ -105,60 +164,43 @@ class Runner:
         self._timers[key] = loop.call_later(delay, self.request, *key)
 
 
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    configure(settings)
-    timeout = float(memo.get("request_timeout") or REQUEST_TIMEOUT[1])
-    kube = await asyncio.to_thread(Kube, timeout=(min(REQUEST_TIMEOUT[0], timeout), timeout))
-    memo["runner"] = Runner(kube, memo.get("defaults", DEFAULTS))
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def builder_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    assert namespace is not None  # Builders are namespaced
-    try:
-        await memo["runner"].run(namespace, name)
-    except (ApiException, DynamicApiError) as err:
-        raise kopf.TemporaryError(f"API server said {err.status} {err.reason}", delay=5) from err
-    except HTTPError as err:  # a timeout or a dropped connection
-        raise kopf.TemporaryError(f"API server unreachable: {err}", delay=5) from err
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def builders_by_label(
-    namespace: str | None, name: str, **_: Any
-) -> dict[tuple[str | None, str], str]:
-    """Builder names by their label value, to find the owner of a retained cache claim."""
-    return {(namespace, label_value(name)): name}
-
-
-def owner_name(body: Mapping[str, Any], index: kopf.Index[Any, str]) -> list[str]:
+def owner_name(body: Mapping[str, Any], by_label: Mapping[tuple[str, str], set[str]]) -> list[str]:
     meta = body.get("metadata") or {}
     for ref in meta.get("ownerReferences") or []:
         if ref.get("apiVersion") == API_VERSION and ref.get("kind") == KIND:
             return [ref["name"]]
     value = (meta.get("labels") or {}).get(LABEL_BUILDER)
-    return list(index.get((meta.get("namespace"), value), [])) if value else []
+    return sorted(by_label.get((str(meta.get("namespace")), value), ())) if value else []
 
 
-_OURS = {LABEL_MANAGED_BY: MANAGED_BY}
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure(settings)
+    timeout = float(memo.get("request_timeout") or REQUEST_TIMEOUT[1])
+    concurrency = int(memo.get("concurrency") or DEFAULT_CONCURRENCY)
+    kube = await asyncio.to_thread(
+        Kube, timeout=(min(REQUEST_TIMEOUT[0], timeout), timeout), concurrency=concurrency
+    )
+    runner = Runner(kube, memo.get("defaults", DEFAULTS), concurrency=concurrency)
+    memo["runner"] = runner
+    loop = asyncio.get_running_loop()
+
+    def on_change(obj: dict[str, Any]) -> None:  # called on a watch's thread
+        loop.call_soon_threadsafe(runner.child_changed, obj)
+
+    kube.watch_children(memo.get("namespaces") or [], on_change)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=_OURS)
-@kopf.on.event("v1", "services", labels=_OURS)
-@kopf.on.event("v1", "configmaps", labels=_OURS)
-@kopf.on.event("v1", "secrets", labels=_OURS)
-@kopf.on.event("v1", "persistentvolumeclaims", labels=_OURS)
-async def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A child changed or went away: look at its Builder again, so drift is repaired within
-    seconds rather than at the next periodic pass."""
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def builder_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Every Builder event, including the listing at startup. Kopf keeps no state of its
+    own on the Builder for this kind of handler (no annotations to patch): the reconcile
+    is level-based, so a new generation, or a Builder not seen before, is all it needs."""
     runner: Runner | None = memo.get("runner")
-    if runner is None:
+    obj = event.get("object")
+    if runner is None or not isinstance(obj, Mapping):
         return
-    for name in owner_name(body, kwargs["builders_by_label"]):
-        runner.request(body["metadata"]["namespace"], name)
+    runner.builder_changed(event.get("type"), copy.deepcopy(dict(obj)))
 
 
 def run_operator(
@@ -170,6 +212,7 @@ def run_operator(
     metrics_port: int,
     request_timeout: float = REQUEST_TIMEOUT[1],
     defaults: Defaults = DEFAULTS,
+    concurrency: int = 0,
 ) -> None:
     kopf.configure(verbose=verbose)
     if metrics_port:
@@ -179,5 +222,10 @@ def run_operator(
         namespaces=namespaces,
         liveness_endpoint=liveness or None,
         standalone=True,
-        memo=kopf.Memo(request_timeout=request_timeout, defaults=defaults),
+        memo=kopf.Memo(
+            request_timeout=request_timeout,
+            defaults=defaults,
+            concurrency=concurrency,
+            namespaces=[] if all_namespaces else namespaces,
+        ),
     )

@@ -65,6 +65,13 @@ _PAST = {
 }
 
 
+# The certificates a pass last found reusable, per Builder, with the inputs they came
+# from: parsing and verifying them is the largest cost of a pass that changes nothing.
+# ensure_tls depends on the clock only through validity and the renewal window, so the
+# same Secrets give the same answer from then until the earliest renewal time.
+_REUSED: dict[tuple[str, str], tuple[Any, datetime, datetime, TLSBundle]] = {}
+
+
 @dataclass(frozen=True)
 class Outcome:
     phase: str | None
@@ -118,7 +125,23 @@ def _tls(
                 ("client", names.client_secret),
             )
         }
-        bundle = ensure_tls(existing, name=builder.name, server_sans=server_sans(builder), now=now)
+        sans = server_sans(builder)
+        memo_key = (
+            builder.name,
+            tuple(sans),
+            tuple((role, tuple(sorted(data.items()))) for role, data in existing.items()),
+        )
+        slot = (builder.namespace, builder.name)
+        reused = _REUSED.get(slot)
+        if reused is not None and reused[0] == memo_key and reused[1] <= now < reused[2]:
+            return reused[3], None, None
+        bundle = ensure_tls(existing, name=builder.name, server_sans=sans, now=now)
+        if not bundle.issued:
+            renew_at = (
+                min(bundle.ca.not_after, bundle.server.not_after, bundle.client.not_after)
+                - RENEW_BEFORE
+            )
+            _REUSED[slot] = (memo_key, now, renew_at, bundle)
         return bundle, None, None
     if tls.mode == "secret":
         assert tls.secret_name
@@ -176,6 +199,7 @@ def reconcile(
     now = now or datetime.now(UTC)
     obj = kube.get_builder(namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
+        _REUSED.pop((namespace, name), None)
         return Outcome(phase=None)  # gone or going: owner references clean up
     previous = obj.get("status") or {}
     generation = obj["metadata"].get("generation")
@@ -224,11 +248,22 @@ def reconcile(
     errors: list[str] = []
     failed: set[tuple[str, str]] = set()
     after: dict[tuple[str, str], dict[str, Any] | None] = {}
-    for action in the_plan.actions:
+
+    def attempt(action: Action) -> Exception | None:
         try:
             after[action.key] = _apply(kube, namespace, action)
         except (ApiException, DynamicApiError) as err:
-            problem = f"{action.verb} {action.kind} {action.name}: {_api_message(err)}"
+            return err
+        return None
+
+    # What the daemons mount (and the Service) does not depend on anything else of the
+    # pass: applied together. Workloads follow, then deletions, one at a time as planned.
+    first = [a for a in the_plan.actions if _independent(a)]
+    rest = [a for a in the_plan.actions if not _independent(a)]
+    results = kube.map(attempt, first) + [attempt(a) for a in rest]
+    for action, refused in zip([*first, *rest], results, strict=True):
+        if refused is not None:
+            problem = f"{action.verb} {action.kind} {action.name}: {_api_message(refused)}"
             errors.append(problem)
             failed.add(action.key)
             log.warning("%s/%s: %s", namespace, name, problem)
@@ -273,6 +308,10 @@ def reconcile(
         status_written=written,
         errors=tuple(errors),
     )
+
+
+def _independent(action: Action) -> bool:
+    return action.verb in ("create", "patch") and action.kind != WORKLOAD_KIND
 
 
 def _certificate_not_after(

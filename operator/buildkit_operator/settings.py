@@ -8,15 +8,16 @@ PREFIX = "buildkit.dev"
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    # Bookkeeping in annotations under our prefix; the status subresource is ours alone
-    # (its schema is strict, so anything else written there would be pruned anyway).
+    # Bookkeeping in annotations under our prefix, should a handler ever need it (the
+    # event handler on Builders keeps none); the status subresource is ours alone (its
+    # schema is strict, so anything else written there would be pruned anyway).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
-    # The reconciler records its own Events, one per action; Kopf's per-handler log
-    # Events would be a write on every pass.
+    # The reconciler records its own Events, one per pass that changed something; Kopf's
+    # per-handler log Events would be a write on every pass.
     settings.posting.enabled = False
     # One operator replica; no peering objects (and no RBAC for them) needed.
     settings.peering.standalone = True
