@@ -241,6 +241,17 @@ def plan(
         else:
             actions.append(Action("patch", kind, name, want, ", ".join(paths)))
 
+    # The TLS Secrets are one set: certificates signed by a CA that cannot be stored (its
+    # Secret is someone else's) would be issued anew on every pass. Hold the whole set.
+    tls_keys = {
+        (o["kind"], o["metadata"]["name"])
+        for o in desired
+        if o["kind"] == "Secret" and _component(o) == "tls"
+    }
+    if blocked & tls_keys:
+        actions = [a for a in actions if a.key not in tls_keys]
+        blocked |= tls_keys
+
     # A daemon never starts on someone else's config, certificate or claim.
     if blocked:
         mounts = {k for k in blocked if k[0] in ("ConfigMap", "Secret", CLAIM_KIND)}

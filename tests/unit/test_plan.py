@@ -191,3 +191,13 @@ def test_terminating_object_is_waited_for() -> None:
     p = decide(make(), {("Deployment", "team-a-0"): dying})
     assert p.waiting and not p.converged
     assert ("Deployment", "team-a-0") not in {(a.kind, a.name) for a in p.actions}
+
+
+def test_someone_elses_ca_holds_the_whole_certificate_set() -> None:
+    """Certificates signed by a CA that cannot be stored would be issued on every pass."""
+    live = {("Secret", "team-a-ca"): obj("Secret", "team-a-ca", type="Opaque", data={})}
+    p = decide(make(), live)
+    assert not any(a.kind == "Secret" for a in p.actions)
+    assert not any(a.kind == "Deployment" for a in p.actions)
+    assert any("Secret team-a-ca" in c for c in p.conflicts)
+    assert ("create", "Service", "team-a") in verbs(p)
