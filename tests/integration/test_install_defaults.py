@@ -10,12 +10,12 @@ onto it, and the others are left alone.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import builder, get, wait_until
 
 from buildkit_operator.model import DEFAULT_IMAGE_ROOTLESS
 
@@ -30,37 +30,15 @@ OTHER_MIRROR = "mirror.example/buildkit"
 OWN_IMAGE = "registry.example/team/buildkit:own-rootless"
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-def builder(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "buildkit.dev/v1alpha1",
-        "kind": "Builder",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-
-
-def get(kubectl: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
-    return dict(kubectl.json("get", kind, name, "-n", namespace))
-
-
 def status(kubectl: Any, name: str, namespace: str) -> dict[str, Any]:
     return dict(get(kubectl, "builder", name, namespace).get("status") or {})
 
 
 def wait_ready(kubectl: Any, name: str, namespace: str) -> None:
     wait_until(
-        f"Builder {name} Ready", lambda: status(kubectl, name, namespace).get("phase") == "Ready"
+        f"Builder {name} Ready",
+        lambda: status(kubectl, name, namespace).get("phase") == "Ready",
+        timeout=90,
     )
 
 
@@ -125,6 +103,7 @@ def test_defaults_fill_what_builders_leave_unset_and_a_change_rolls_them(
     wait_until(
         "plain's daemon to run the new default image",
         lambda: running_images(kubectl, namespace, "plain") == {wanted},
+        timeout=90,
     )
     wait_until(
         "plain's status to show the new image, Ready",
@@ -132,6 +111,7 @@ def test_defaults_fill_what_builders_leave_unset_and_a_change_rolls_them(
             (s := status(kubectl, "plain", namespace)).get("image") == wanted
             and s.get("phase") == "Ready"
         ),
+        timeout=90,
     )
     # The Builder with its own image is not touched.
     own_after = get(kubectl, "deployment", "own-0", namespace)

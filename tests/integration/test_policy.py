@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import builder
 from helm_client import Helm
 
 pytestmark = pytest.mark.integration
@@ -28,15 +29,6 @@ PRIVILEGED_LABEL = "buildkit.dev/allow-privileged"
 TLS_DISABLED_LABEL = "buildkit.dev/allow-tls-disabled"
 # The API server learns of a new or deleted policy through an informer, within seconds.
 POLICY_PROPAGATION = 60
-
-
-def builder(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "buildkit.dev/v1alpha1",
-        "kind": "Builder",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
 
 
 def apply(kubectl: Any, obj: dict[str, Any], *, dry_run: bool = False) -> tuple[bool, str]:
