@@ -9,7 +9,9 @@ Grant = tuple[str, str, str]
 # See operator/buildkit_operator/kube.py and handlers.py.
 NEEDED: frozenset[Grant] = frozenset(
     {
-        *(("buildkit.dev", "builders", v) for v in ("get", "list", "watch", "patch")),
+        # Builders are only read: they come through kopf.on.event, which keeps no state on
+        # them, and the operator writes nothing but their status.
+        *(("buildkit.dev", "builders", v) for v in ("get", "list", "watch")),
         *(("buildkit.dev", "builders/status", v) for v in ("get", "patch")),
         # Setting blockOwnerDeletion on the children's owner references, where the
         # OwnerReferencesPermissionEnforcement admission plugin is enabled.

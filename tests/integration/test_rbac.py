@@ -52,6 +52,7 @@ FORBIDDEN = [
     ("create", "pods/portforward"),
     ("create", "builders.buildkit.dev"),
     ("update", "builders.buildkit.dev"),
+    ("patch", "builders.buildkit.dev"),
     ("delete", "builders.buildkit.dev"),
     ("deletecollection", "builders.buildkit.dev"),
     ("update", "deployments.apps"),

@@ -124,17 +124,17 @@ What the operator does with the API, and nothing more. Shared by the ClusterRole
 namespace) and the per-namespace Roles (watchNamespaces).
 */}}
 {{- define "buildkit-operator.rules" -}}
-# Builders: watched, read, and patched for the operator's finalizer and bookkeeping
-# annotations. Never created, updated or deleted: they belong to their users.
+# Builders: watched and read; the operator writes only their status. Never created,
+# updated, patched or deleted: they belong to their users.
 - apiGroups: ["buildkit.dev"]
   resources: ["builders"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["buildkit.dev"]
   resources: ["builders/status"]
   verbs: ["get", "patch"]
 # Children carry an owner reference with blockOwnerDeletion; where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift, hardened clusters),
-# setting it requires update on the owner's finalizers. Grants nothing beyond the patch above.
+# setting it requires update on the owner's finalizers. The operator sets no finalizer.
 - apiGroups: ["buildkit.dev"]
   resources: ["builders/finalizers"]
   verbs: ["update"]
