@@ -184,55 +184,36 @@ def compute_status(
         )
     else:
         progress_reason, progress_message = "Complete", "every daemon runs the current spec"
+
+    def condition(type_: str, true: bool, why: str, what: str) -> Condition:
+        return _condition(old_conditions, type_, true, why, what, now, generation)
+
+    progress = (progressing, progress_reason, progress_message)
+    stalled = phase in _STALLED_PHASES
     conditions = [
-        _condition(old_conditions, "Ready", phase == "Ready", reason, message, now, generation),
-        _condition(
-            old_conditions,
-            "Progressing",
-            progressing,
-            progress_reason,
-            progress_message,
-            now,
-            generation,
-        ),
-        _condition(
-            old_conditions,
+        condition("Ready", phase == "Ready", reason, message),
+        condition("Progressing", *progress),
+        condition(
             "Drifted",
             bool(held),
             drift_reason,
             "; ".join(held[:10]) if held else "live objects match the spec",
-            now,
-            generation,
         ),
-        _condition(
-            old_conditions,
+        condition(
             "Degraded",
             phase == "Degraded",
             reason if phase == "Degraded" else "AsExpected",
             message if phase == "Degraded" else "no daemon is failing",
-            now,
-            generation,
         ),
         # The two "abnormal-true" conditions kstatus (Flux, kpt, cli-utils) reads first:
-        # in progress while reconciling, failed while stalled on something that needs a
-        # person.
-        _condition(
-            old_conditions,
-            "Reconciling",
-            progressing,
-            progress_reason,
-            progress_message,
-            now,
-            generation,
-        ),
-        _condition(
-            old_conditions,
+        # in progress while reconciling (the same as Progressing), failed while stalled on
+        # something that needs a person.
+        condition("Reconciling", *progress),
+        condition(
             "Stalled",
-            phase in _STALLED_PHASES,
-            reason if phase in _STALLED_PHASES else "AsExpected",
-            message if phase in _STALLED_PHASES else "nothing needs a person",
-            now,
-            generation,
+            stalled,
+            reason if stalled else "AsExpected",
+            message if stalled else "nothing needs a person",
         ),
     ]
     status = BuilderStatus(
