@@ -1013,24 +1013,10 @@ def supervise(
     finally:
         log("stopping")
         for name in ("kubelet", "kube-proxy"):
-            child = children.get(name)
-            if child is not None and child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+            _terminate(children.get(name))
         # The pods: no graceful deletion here; the node and all it ran go together.
         kill_cgroup(f"{state.cgroup}/kubepods")
-        child = children.get("containerd")
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        _terminate(children.get("containerd"))
         # Shims and anything else left, except this process.
         kill_cgroup(state.cgroup, exclude=(os.getpid(),))
         for listener in listeners:
@@ -1039,6 +1025,18 @@ def supervise(
             _remove_from_host(state, host_mnt_fd)
         log("stopped")
     return status
+
+
+def _terminate(child: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
+    """SIGTERM a running child, SIGKILL it if it is still there after ``timeout`` seconds."""
+    if child is None or child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def _remove_from_host(state: NodeState, host_mnt_fd: int) -> None:
