@@ -293,8 +293,6 @@ def reconcile(
         invalid=invalid,
         applied_spec=applied_spec,
     )
-    # An invalid spec is judged by the operator: say which generation it judged.
-    status["observedGeneration"] = generation
     status.update(effective_status(builder))
     written = _write_status(kube, obj, status)
     _record_phase_event(kube, obj, previous, status, written)
