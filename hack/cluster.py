@@ -1247,6 +1247,39 @@ class LocalCluster:
                 list(pool.map(lambda pv: api.create("/api/v1/persistentvolumes", pv), missing))
         return len(missing)
 
+    @contextlib.contextmanager
+    def temporary_namespace(self, name: str, delete_timeout: float = 120) -> Iterator[str]:
+        """A fresh namespace whose default ServiceAccount exists (pods need it), deleted
+        afterwards, waiting until it is gone; then its volumes are recycled for the next."""
+        api = self.api
+        api.create(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            exist_ok=False,
+        )
+        wait_for(
+            lambda: api.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+            f"the default ServiceAccount of namespace {name}",
+            timeout=60,
+        )
+        yield name
+        api.delete(f"/api/v1/namespaces/{name}")
+        wait_for(
+            lambda: not api.exists(f"/api/v1/namespaces/{name}"),
+            f"namespace {name} to be deleted",
+            timeout=delete_timeout,
+            interval=0.5,
+            on_timeout=lambda: self._namespace_leftovers(name),
+        )
+        self.recycle_volumes()
+
+    def _namespace_leftovers(self, name: str) -> str:
+        try:
+            status = self.api.get(f"/api/v1/namespaces/{name}").get("status", {})
+        except ApiError as exc:
+            return str(exc)
+        return f"namespace status: {json.dumps(status)}"
+
     def recycle_volumes(self) -> list[str]:
         """Make pool volumes whose claim is gone Available again (clear spec.claimRef).
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import uuid
@@ -25,7 +24,7 @@ from harness import Kubectl as AdminKubectl
 from helm_client import Helm, helm_binary
 from operator_process import OperatorProcess, operator_binary
 
-from cluster import ApiError, Kubectl, LocalCluster, wait_for
+from cluster import Kubectl, LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE_DELETE_TIMEOUT = 120
@@ -78,36 +77,10 @@ def _namespace_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace (its default ServiceAccount present), deleted after the test."""
-    api = cluster.api
-    name = _namespace_name(request)
-    api.create(
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-        exist_ok=False,
-    )
-    wait_for(
-        lambda: api.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
-        f"the default ServiceAccount of namespace {name}",
-        timeout=60,
-    )
-    yield name
-    api.delete(f"/api/v1/namespaces/{name}")
-    wait_for(
-        lambda: not api.exists(f"/api/v1/namespaces/{name}"),
-        f"namespace {name} to be deleted",
-        timeout=NAMESPACE_DELETE_TIMEOUT,
-        interval=0.5,
-        on_timeout=lambda: _namespace_leftovers(api, name),
-    )
-    cluster.recycle_volumes()
-
-
-def _namespace_leftovers(api: Any, name: str) -> str:
-    try:
-        status = api.get(f"/api/v1/namespaces/{name}").get("status", {})
-    except ApiError as exc:
-        return str(exc)
-    return f"namespace status: {json.dumps(status)}"
+    with cluster.temporary_namespace(
+        _namespace_name(request), delete_timeout=NAMESPACE_DELETE_TIMEOUT
+    ) as name:
+        yield name
 
 
 @pytest.fixture

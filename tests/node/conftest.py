@@ -40,7 +40,7 @@ from node_helpers import (  # noqa: E402
 )
 from operator_process import OperatorProcess, operator_binary  # noqa: E402
 
-from cluster import Api, LocalCluster, wait_for  # noqa: E402
+from cluster import Api, LocalCluster  # noqa: E402
 from node import LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
 
 HACK = REPO / "hack"
@@ -190,28 +190,10 @@ def node_operator(
 @pytest.fixture(scope="module")
 def node_namespace(node: LocalNode, request: pytest.FixtureRequest) -> Iterator[str]:
     assert node.cluster is not None
-    api = node.cluster.api
     name = f"node-{Path(str(request.node.fspath)).stem.removeprefix('test_')[:30]}-"
     name = name.replace("_", "-") + uuid.uuid4().hex[:6]
-    api.create(
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-        exist_ok=False,
-    )
-    wait_for(
-        lambda: api.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
-        f"the default ServiceAccount of {name}",
-        timeout=60,
-    )
-    yield name
-    api.delete(f"/api/v1/namespaces/{name}")
-    wait_for(
-        lambda: not api.exists(f"/api/v1/namespaces/{name}"),
-        f"namespace {name} to be deleted",
-        timeout=180,
-        interval=0.5,
-    )
-    node.cluster.recycle_volumes()
+    with node.cluster.temporary_namespace(name, delete_timeout=180):
+        yield name
 
 
 @pytest.fixture(scope="session")
