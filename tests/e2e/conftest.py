@@ -60,6 +60,20 @@ def buildkit_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
+def buildkit_cgroup() -> Iterator[None]:
+    """buildkitd puts its containers under the cgroup /buildkit, its default parent (the
+    rendered config names none, as in a pod). When this run made that cgroup, it is removed
+    afterwards, in every hierarchy, so the run leaves no cgroup behind."""
+    from cgroups import cgroup_mounts, remove_cgroup
+
+    existed = any((mount / "buildkit").is_dir() for mount in cgroup_mounts().values())
+    yield
+    if not existed:
+        left = remove_cgroup("/buildkit")
+        assert not left, f"cgroups still holding processes after the daemons stopped: {left}"
+
+
+@pytest.fixture(scope="session")
 def runtime_deps() -> None:
     """runc for the rootful daemon; ip (iproute2); the rootless packages and account."""
     if os.geteuid() != 0:
@@ -97,7 +111,7 @@ def render_builders(tmp_path_factory: pytest.TempPathFactory) -> RenderBuilders:
 
 
 @pytest.fixture(scope="module")
-def daemons(buildkit_bin: Path, runtime_deps: None) -> Iterator[DaemonPool]:
+def daemons(buildkit_bin: Path, runtime_deps: None, buildkit_cgroup: None) -> Iterator[DaemonPool]:
     """Module-scoped pool: daemons a module starts are stopped when it ends."""
     pool = DaemonPool(buildkit_bin)
     try:
