@@ -206,6 +206,54 @@ def gather(targets: Iterable[Target], timeout: float = TIMEOUT) -> dict[str, Act
     return {t.daemon: a for t, a in zip(targets, answers, strict=True)}
 
 
+def pod_of(daemon: str, pods: Iterable[str]) -> str | None:
+    """The pod of a daemon's Deployment among pod names: ``<deployment>-<hash>-<hash>``."""
+    for pod in pods:
+        rest = pod.removeprefix(daemon + "-")
+        if rest != pod and rest.count("-") == 1:
+            return pod
+    return None
+
+
+def targets(
+    daemons: Iterable[str],
+    addresses: Mapping[str, str],
+    *,
+    port: int,
+    tls: Mapping[str, bytes] | None,
+    server_name: str | None,
+) -> tuple[list[Target], dict[str, Activity]]:
+    """How to ask each daemon (its pod's IP, from ``addresses``: pod name → IP), and the
+    daemons that cannot be asked. ``tls`` holds the client's ``ca.pem``, ``cert.pem`` and
+    ``key.pem``; None means plain TCP, an empty mapping that the operator holds no client
+    certificate the daemons trust (``tls.mode: secret``)."""
+    found: list[Target] = []
+    unknown: dict[str, Activity] = {}
+    for daemon in daemons:
+        pod = pod_of(daemon, addresses)
+        if pod is None:
+            unknown[daemon] = Activity(None, None, "no serving pod")
+            continue
+        host = addresses[pod]
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if tls is None:
+            found.append(Target(daemon, address))
+        elif {"ca.pem", "cert.pem", "key.pem"} <= set(tls):
+            found.append(
+                Target(
+                    daemon,
+                    address,
+                    tls["ca.pem"],
+                    tls["cert.pem"],
+                    tls["key.pem"],
+                    server_name,
+                )
+            )
+        else:
+            unknown[daemon] = Activity(None, None, "no client certificate the daemon trusts")
+    return found, unknown
+
+
 def describe(activity: Mapping[str, Activity]) -> dict[str, str]:
     """One word per daemon, for logs and status: ``building (2)``, ``idle``, ``unknown``."""
     out = {}

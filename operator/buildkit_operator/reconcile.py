@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
+from .activity import Activity, describe, gather
+from .activity import targets as activity_targets
 from .defaults import DEFAULTS, Defaults, effective_status
 from .kube import Kube, secret_data
 from .model import Builder, InvalidBuilder
@@ -29,6 +32,7 @@ from .plan import WORKLOAD_KIND, Action, Plan, plan
 from .render import render_builder, server_sans
 from .render.config import unknown_keys
 from .render.secrets import tls_hash
+from .render.service import PORT
 from .status import compute_status, daemon_state, invalid_status
 from .tls import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
 
@@ -48,6 +52,9 @@ CONFLICT_CHECK = 30.0
 # again this often anyway, so a watch that went quiet (a dropped connection) cannot leave
 # a Builder Pending.
 PROGRESS_CHECK = 15.0
+# While a change waits for a building daemon, ask it again this often: nothing reports the
+# end of a build.
+IDLE_CHECK = 5.0
 
 _VERB_REASONS = {
     "create": "Created",
@@ -235,14 +242,26 @@ def reconcile(
 
     desired = render_builder(builder, bundle, external_tls_hash=external_hash)
     kube.get_missing(namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live)
-    the_plan = plan(
-        builder.spec,
-        desired,
-        live,
-        builder=name,
-        uid=obj["metadata"].get("uid"),
-        label=label_value(name),
-    )
+    held_since = _held_since(previous)
+
+    def planned(activity: Mapping[str, Activity] | None = None) -> Plan:
+        return plan(
+            builder.spec,
+            desired,
+            live,
+            builder=name,
+            uid=obj["metadata"].get("uid"),
+            label=label_value(name),
+            activity=activity,
+            held_since=held_since,
+            now=now,
+        )
+
+    the_plan = planned()
+    if the_plan.disruptive:
+        # Only a change that would stop a daemon asks the daemons what they do: a Builder
+        # at rest asks nothing.
+        the_plan = planned(_activity(kube, builder, live, the_plan.disruptive))
 
     done: list[Action] = []
     errors: list[str] = []
@@ -306,6 +325,52 @@ def reconcile(
         status_written=written,
         errors=tuple(errors),
     )
+
+
+def _held_since(previous: Mapping[str, Any]) -> dict[str, datetime]:
+    """When each change still held at the last pass began to wait (status.waitingForIdle)."""
+    since: dict[str, datetime] = {}
+    for entry in previous.get("waitingForIdle") or []:
+        try:
+            when = datetime.strptime(entry["since"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except (KeyError, TypeError, ValueError):
+            continue
+        since[str(entry.get("daemon"))] = when
+    return since
+
+
+def _activity(
+    kube: Kube,
+    builder: Builder,
+    live: Mapping[tuple[str, str], Mapping[str, Any]],
+    daemons: Sequence[str],
+) -> dict[str, Activity]:
+    """Ask the daemons a change would stop whether they are building (at most about
+    activity.TIMEOUT); the ones that cannot be asked are left unknown."""
+    names = ChildNames(builder.name)
+    try:
+        addresses = kube.daemon_addresses(builder.namespace, names.service)
+    except (ApiException, OSError, urllib3.exceptions.HTTPError) as err:
+        log.info("%s/%s: no daemon addresses: %s", builder.namespace, builder.name, err)
+        return {}
+    mode = builder.spec.tls.mode
+    tls = (
+        None
+        if mode == "disabled"
+        else secret_data(live.get(("Secret", names.client_secret)))
+        if mode == "auto"
+        else {}
+    )
+    found, unknown = activity_targets(
+        daemons,
+        addresses,
+        port=PORT,
+        tls=tls,
+        server_name=f"{names.service}.{builder.namespace}.svc",
+    )
+    answers = {**unknown, **gather(found)}
+    log.info("%s/%s: activity %s", builder.namespace, builder.name, describe(answers))
+    return answers
 
 
 def _independent(action: Action) -> bool:
@@ -382,6 +447,8 @@ def _requeue(
 ) -> float | None:
     if the_plan.actions or the_plan.waiting:
         return SETTLE_DELAY
+    if the_plan.held:
+        return IDLE_CHECK
     if user_secret:
         return USER_SECRET_CHECK
     if the_plan.conflicts:

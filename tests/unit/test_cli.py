@@ -88,6 +88,7 @@ def test_render_example_prints_every_child() -> None:
         ("Deployment", "team-a-0"),
         ("Deployment", "team-a-1"),
         ("Service", "team-a"),
+        ("PodDisruptionBudget", "team-a"),
     ]
     # The same objects the library renders (certificates aside, which are new each time).
     builders = load_builders([str(EXAMPLE)], "default")
@@ -101,7 +102,7 @@ def test_render_example_prints_every_child() -> None:
             assert got == want
     for doc in docs:
         assert doc["metadata"]["namespace"] == "ci"
-        assert doc["apiVersion"] in ("v1", "apps/v1")
+        assert doc["apiVersion"] in ("v1", "apps/v1", "policy/v1")
     # buildkitd.toml is printed readable, as a block.
     assert "buildkitd.toml: |" in proc.stdout
     (config,) = [d for d in docs if d["kind"] == "ConfigMap"]

@@ -7,6 +7,7 @@ from typing import Any
 from ..model import Builder
 from ..tls import TLSBundle
 from .config import buildkitd_toml, config_hash
+from .disruption import disruption_budget
 from .secrets import server_sans, tls_hash, tls_secrets
 from .service import config_map, service
 from .storage import cache_claims
@@ -43,4 +44,5 @@ def render_builder(
         for index in range(builder.spec.replicas)
     ]
     objects.append(service(builder))
+    objects.append(disruption_budget(builder))
     return objects
