@@ -116,7 +116,7 @@ def compute_status(
     progressing = (
         bool(rolling or workload_changes or plan.waiting or plan.held) and not plan.missing
     )
-    holds = [f"{h.daemon}: {h.what} {h.why}" for h in plan.held]
+    holds = [f"{h.daemon} ({h.what}): {h.why}" for h in plan.held]
 
     phase: Phase
     if invalid:
@@ -258,7 +258,7 @@ def _waiting_for_idle(
         WaitingDaemon(
             daemon=h.daemon,
             since=since.get(h.daemon) or _timestamp(now),
-            reason=f"{h.what} {h.why}",
+            reason=f"{h.what} held: {h.why}",
         )
         for h in plan.held
     ]
