@@ -29,6 +29,8 @@ METRICS_PORT = 6060
 METRICS_PORT_NAME = "metrics"
 # Seconds buildkitd gets to shut down after its preStop hook: the grace period covers both.
 SHUTDOWN_SECONDS = 30
+# How long a daemon that failed its liveness probe gets to stop before it is killed.
+WEDGED_SECONDS = 10
 # One buildctl call of a probe or of the preStop hook; `timeout` ends a call a wedged daemon
 # never answers before the kubelet gives up on it, so no probe process is left behind.
 CALL_SECONDS = 4
@@ -179,7 +181,7 @@ def _pod_spec(builder: Builder, index: int) -> dict[str, Any]:
             **_probe(builder, period=20, failures=3),
             # A wedged daemon has no build to drain: restart it without waiting out the
             # grace period meant for builds.
-            "terminationGracePeriodSeconds": SHUTDOWN_SECONDS,
+            "terminationGracePeriodSeconds": WEDGED_SECONDS,
         },
         "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", drain_script(builder)]}}},
         "securityContext": _security_context(builder),
