@@ -261,7 +261,7 @@ def reconcile(
     if the_plan.disruptive:
         # Only a change that would stop a daemon asks the daemons what they do: a Builder
         # at rest asks nothing.
-        the_plan = planned(_activity(kube, builder, live, the_plan.disruptive))
+        the_plan = planned(daemon_activity(kube, builder, live, the_plan.disruptive))
 
     done: list[Action] = []
     errors: list[str] = []
@@ -339,7 +339,7 @@ def _held_since(previous: Mapping[str, Any]) -> dict[str, datetime]:
     return since
 
 
-def _activity(
+def daemon_activity(
     kube: Kube,
     builder: Builder,
     live: Mapping[tuple[str, str], Mapping[str, Any]],
