@@ -899,6 +899,30 @@ class LocalCluster:
                 on_timeout=lambda: self._tail("kube-apiserver"),
             )
 
+    def restart_etcd(self, down_for: float = 0.0, timeout: float = 60) -> None:
+        """Stop etcd, leave it down ``down_for`` seconds, start it again on its data and
+        wait until the API server is ready on it again: the API server stays up, and answers
+        errors (or nothing) meanwhile."""
+        with self._locked():
+            state = self.state
+            pid = state.pids.get("etcd")
+            if pid and self._alive(pid):
+                self._terminate([("etcd", pid)], timeout=10)
+            time.sleep(down_for)
+            self._spawn("etcd", self._etcd_args(state), state)
+            wait_for(
+                lambda: self._check_running("etcd") and http_ok(state.ports["etcd"], "/health"),
+                "etcd after a restart",
+                timeout,
+                on_timeout=lambda: self._tail("etcd"),
+            )
+            wait_for(
+                lambda: self.api.request("GET", "/readyz", timeout=5) == "ok",
+                "kube-apiserver /readyz after an etcd restart",
+                timeout,
+                on_timeout=lambda: self._tail("kube-apiserver"),
+            )
+
     def freeze_apiserver(self, seconds: float) -> None:
         """Stop kube-apiserver's processes (SIGSTOP) for ``seconds``, then let them go on:
         its connections stay open and answer nothing, as a hung server's do."""
