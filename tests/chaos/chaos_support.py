@@ -173,8 +173,15 @@ def convergence_problems(
         if status.get("readyReplicas") != spec.replicas:
             problems.append(f"{name}: Ready with readyReplicas {status.get('readyReplicas')}")
         children = by_builder.get(name, {})
+        # Its children are what carries an owner reference (a lookalike carrying our labels
+        # is someone else's); retained claims carry none.
         owned = {
-            key for key, child in children.items() if not key.startswith("PersistentVolumeClaim/")
+            key
+            for key, child in children.items()
+            if not key.startswith("PersistentVolumeClaim/")
+            and any(
+                r.get("kind") == "Builder" for r in child["metadata"].get("ownerReferences") or []
+            )
         }
         wanted = expected_children(name, spec.replicas)
         if owned != wanted:

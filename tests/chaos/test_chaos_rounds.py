@@ -168,7 +168,7 @@ def _foreign(k: Kubectl, namespace: str, ledger: Ledger) -> list[str]:
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ghost-config", "labels": {
             "app.kubernetes.io/managed-by": "buildkit-operator", "buildkit.dev/builder": "ghost"}},
          "data": {"buildkitd.toml": "debug = true\n"}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b-00-client-tls-copy", "labels": {
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b-00-tls-copy", "labels": {
             "app.kubernetes.io/managed-by": "buildkit-operator", "buildkit.dev/builder": "b-00"}},
          "stringData": {"note": "a copy someone made"}},
     ]  # fmt: skip
