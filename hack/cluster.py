@@ -107,6 +107,8 @@ CONTROLLERS = (
     "resourcequota-controller",
     # Type-checks admission policies against the schemas they read (the chart's policy).
     "validatingadmissionpolicy-status-controller",
+    # PodDisruptionBudgets' status (the chart's keeps one operator replica through drains).
+    "disruption-controller",
 )
 
 # Only write requests are recorded, at Metadata level (who, what, when; no bodies).
