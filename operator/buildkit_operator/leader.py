@@ -11,10 +11,10 @@ Expiry is judged as client-go judges it: by the local clock, from the moment thi
 last saw the Lease change (its holder, renew time or transitions), never by comparing the
 holder's clock with ours.
 
-Kopf's own peering was measured against this and not chosen: its peers of equal priority
-all pause (two replicas of one Deployment must be given different priorities), a pause
-stops Kopf's watchers but not the operator's own children's watches and timers, it needs
-two cluster-scoped CRDs, and its keepalives write on the peering object as the Lease does.
+Kopf's own peering was measured against this (bench/failover.py) and not chosen: its
+peers of equal priority all pause (two replicas of one Deployment must be given different
+priorities), a pause stops Kopf's watchers but not the operator's own children's watches
+and timers, and it needs a peering CRD with rights on it.
 """
 
 from __future__ import annotations
