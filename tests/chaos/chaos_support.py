@@ -282,5 +282,34 @@ def wait_converged(
             return time.monotonic() - started
         time.sleep(1)
     raise AssertionError(
-        f"not converged after {timeout:.0f}s: {len(problems)} problems: {problems[:10]}"
+        f"not converged after {timeout:.0f}s: {len(problems)} problems: {problems[:10]}\n"
+        + diagnose(k, namespace, sorted({p.split(":")[0] for p in problems})[:3])
     )
+
+
+def diagnose(k: Kubectl, namespace: str, names: Sequence[str]) -> str:
+    """What the API server holds for Builders that did not converge: their status, their
+    Deployments' status, their pods and claims."""
+    lines = []
+    for name in names:
+        try:
+            obj = k.json("get", "builder", name, "-n", namespace)
+            lines.append(f"--- {name}: {json.dumps(obj.get('status'))[:1500]}")
+            selector = f"{LABEL_BUILDER}={name}"
+            for item in k.json("get", "deployments,pvc", "-n", namespace, "-l", selector)["items"]:
+                lines.append(
+                    f"{item['kind']}/{item['metadata']['name']} gen "
+                    f"{item['metadata'].get('generation')}: {json.dumps(item.get('status'))[:600]}"
+                )
+            pods = k.json(
+                "get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={name}"
+            )
+            for pod in pods["items"]:
+                conditions = json.dumps(pod["status"].get("conditions"))[:400]
+                lines.append(
+                    f"Pod/{pod['metadata']['name']} on {pod['spec'].get('nodeName')}: "
+                    f"{pod['status'].get('phase')} {conditions}"
+                )
+        except AssertionError as err:
+            lines.append(f"--- {name}: {err}")
+    return "\n".join(lines)
