@@ -14,7 +14,7 @@ EXAMPLE ?= examples/builder.yaml
 N ?= $(or $(BENCH_N),100)
 
 .PHONY: help venv tools cluster cluster-down up down operator-start operator-stop test test-unit \
-	test-integration test-e2e test-node node node-down lint format crd manifests bench clean
+	test-integration test-e2e test-node test-chaos node node-down lint format crd manifests bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,8 +56,8 @@ operator-stop: ## stop an operator started by `make up`
 	@if [ -f $(CLUSTER_DIR)/operator.pid ]; then \
 		kill $$(cat $(CLUSTER_DIR)/operator.pid) 2>/dev/null || true; rm -f $(CLUSTER_DIR)/operator.pid; fi
 
-test: $(VENV)/.installed lint ## run every test tier: unit, integration (real control plane), e2e (real BuildKit), node (real kubelet)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/node
+test: $(VENV)/.installed lint ## run every test tier: unit, integration (real control plane), e2e (real BuildKit), node (real kubelet), chaos (one short round)
+	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/node tests/chaos
 
 test-unit: $(VENV)/.installed ## fast tests of the pure parts
 	$(PY) -m pytest tests/unit
@@ -67,6 +67,9 @@ test-integration: $(VENV)/.installed ## tests against the local control plane
 
 test-e2e: $(VENV)/.installed ## tests with real buildkitd and buildctl
 	$(PY) -m pytest tests/e2e
+
+test-chaos: $(VENV)/.installed ## leader failover and rounds of faults (BKO_CHAOS_LONG=1: 10 rounds; BKO_CHAOS_ROUNDS=N)
+	$(PY) -m pytest tests/chaos
 
 test-node: $(VENV)/.installed ## tests on a real node: Builders' pods in containers, the operator's image
 	$(PY) -m pytest tests/node

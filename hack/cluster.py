@@ -110,6 +110,8 @@ CONTROLLERS = (
     "resourcequota-controller",
     # Type-checks admission policies against the schemas they read (the chart's policy).
     "validatingadmissionpolicy-status-controller",
+    # PodDisruptionBudgets' status (the chart's keeps one operator replica through drains).
+    "disruption-controller",
 )
 
 # Only write requests are recorded, at Metadata level (who, what, when; no bodies).
@@ -898,6 +900,30 @@ class LocalCluster:
                     and self.api.request("GET", "/readyz", timeout=5) == "ok"
                 ),
                 "kube-apiserver /readyz after a restart",
+                timeout,
+                on_timeout=lambda: self._tail("kube-apiserver"),
+            )
+
+    def restart_etcd(self, down_for: float = 0.0, timeout: float = 60) -> None:
+        """Stop etcd, leave it down ``down_for`` seconds, start it again on its data and
+        wait until the API server is ready on it again: the API server stays up, and answers
+        errors (or nothing) meanwhile."""
+        with self._locked():
+            state = self.state
+            pid = state.pids.get("etcd")
+            if pid and self._alive(pid):
+                self._terminate([("etcd", pid)], timeout=10)
+            time.sleep(down_for)
+            self._spawn("etcd", self._etcd_args(state), state)
+            wait_for(
+                lambda: self._check_running("etcd") and http_ok(state.ports["etcd"], "/health"),
+                "etcd after a restart",
+                timeout,
+                on_timeout=lambda: self._tail("etcd"),
+            )
+            wait_for(
+                lambda: self.api.request("GET", "/readyz", timeout=5) == "ok",
+                "kube-apiserver /readyz after an etcd restart",
                 timeout,
                 on_timeout=lambda: self._tail("kube-apiserver"),
             )

@@ -33,3 +33,11 @@ NEEDED: frozenset[Grant] = frozenset(
         ("discovery.k8s.io", "endpointslices", "list"),
     }
 )
+
+# Leader election (leader.py), in the release namespace only: a Lease is created once,
+# then read and renewed by name. `create` cannot be confined to a name; get and update are,
+# to LEASE (the chart names the Lease after the release's full name).
+LEADER_ELECTION_CREATE: frozenset[Grant] = frozenset({("coordination.k8s.io", "leases", "create")})
+LEADER_ELECTION_NAMED: frozenset[Grant] = frozenset(
+    {("coordination.k8s.io", "leases", v) for v in ("get", "update")}
+)

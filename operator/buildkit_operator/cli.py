@@ -149,8 +149,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         concurrency=args.concurrency,
         defaults=defaults_from(args),
+        election=election_from(args),
     )
     return 0
+
+
+def election_from(args: argparse.Namespace) -> Any:
+    """The Lease to hold with ``--leader-elect``; None runs alone, as ``make up`` does."""
+    if not args.leader_elect:
+        return None
+    from .leader import Election, Timing, default_namespace
+
+    timing = Timing(args.lease_duration, args.renew_deadline, args.retry_period)
+    try:
+        timing.check()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return Election(
+        namespace=args.leader_election_namespace or default_namespace(),
+        name=args.leader_election_id,
+        timing=timing,
+    )
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -289,6 +308,43 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         metavar="N",
         help="reconciles run at once, and connections to the API server (default 16)",
+    )
+    election = run.add_argument_group(
+        "leader election",
+        "run several replicas: one reconciles, the others wait to take over (a Lease)",
+    )
+    election.add_argument(
+        "--leader-elect", action="store_true", help="reconcile only while holding the Lease"
+    )
+    election.add_argument(
+        "--leader-election-namespace",
+        default="",
+        metavar="NS",
+        help="namespace of the Lease (default: the pod's own, else default)",
+    )
+    election.add_argument(
+        "--leader-election-id", default="buildkit-operator", metavar="NAME", help="Lease name"
+    )
+    election.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="a leader not heard from this long is replaced (default 15)",
+    )
+    election.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a leader that could not renew this long exits (default 10)",
+    )
+    election.add_argument(
+        "--retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the Lease is renewed, or tried by a standby (default 2)",
     )
     add_default_flags(run)
     run.set_defaults(func=cmd_run)

@@ -20,6 +20,8 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from .defaults import DEFAULTS, Defaults
 from .kube import REQUEST_TIMEOUT, Kube
+from .leader import Election, exit_on_lost_leadership
+from .liveness import serve_liveness
 from .model import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .names import LABEL_BUILDER, label_value
 from .reconcile import Outcome, reconcile
@@ -213,19 +215,32 @@ def run_operator(
     request_timeout: float = REQUEST_TIMEOUT[1],
     defaults: Defaults = DEFAULTS,
     concurrency: int = 0,
+    election: Election | None = None,
 ) -> None:
+    """Run the handlers until stopped; with ``election``, only once this process leads."""
     kopf.configure(verbose=verbose)
     if metrics_port:
         start_http_server(metrics_port)
-    kopf.run(
-        clusterwide=all_namespaces or not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=liveness or None,
-        standalone=True,
-        memo=kopf.Memo(
-            request_timeout=request_timeout,
-            defaults=defaults,
-            concurrency=concurrency,
-            namespaces=[] if all_namespaces else namespaces,
-        ),
-    )
+    elector = None
+    if election is not None:
+        kube = Kube(timeout=(min(REQUEST_TIMEOUT[0], request_timeout), request_timeout))
+        elector = election.elector(kube)
+        with serve_liveness(liveness):  # a standby is alive, and says so to the kubelet
+            elector.acquire()
+        elector.keep_renewing(exit_on_lost_leadership)
+    try:
+        kopf.run(
+            clusterwide=all_namespaces or not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=liveness or None,
+            standalone=True,
+            memo=kopf.Memo(
+                request_timeout=request_timeout,
+                defaults=defaults,
+                concurrency=concurrency,
+                namespaces=[] if all_namespaces else namespaces,
+            ),
+        )
+    finally:
+        if elector is not None:
+            elector.release()

@@ -663,10 +663,38 @@ class BuildkitdSpec(_Model):
     def _config_is_toml(cls, config: str | None) -> str | None:
         if config is not None:
             try:
-                tomllib.loads(config)
+                document = tomllib.loads(config)
             except tomllib.TOMLDecodeError as err:
                 raise ValueError(f"not valid TOML: {err}") from None
+            except RecursionError:  # the parser recurses per level of nesting
+                raise ValueError(
+                    f"nested deeper than {MAX_CONFIG_DEPTH} levels of tables and arrays"
+                ) from None
+            if _depth(document) > MAX_CONFIG_DEPTH:
+                # buildkitd.toml is a few levels deep; rendering a deeper one would recurse
+                # as deep again.
+                raise ValueError(
+                    f"nested deeper than {MAX_CONFIG_DEPTH} levels of tables and arrays"
+                )
         return config
+
+
+MAX_CONFIG_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """Levels of tables and arrays in a parsed TOML document, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 class CacheSpec(_Model):

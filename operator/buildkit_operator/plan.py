@@ -224,6 +224,14 @@ def plan(
             continue
         owner = whose(have)
         if owner == "previous":
+            # Its Builder is gone. The garbage collector removes it in time, but may back
+            # off for many minutes after an API server restart (seen in the chaos rounds);
+            # the operator removes its own leftovers at once, by uid. Never a claim, and
+            # nothing where the spec forbids deleting workloads.
+            if kind != CLAIM_KIND and not spec.no_create and not spec.no_recreate:
+                actions.append(
+                    Action("delete", kind, name, have, "left by a deleted Builder of this name")
+                )
             waiting.append(f"{kind} {name} of a deleted Builder of this name is being removed")
             continue
         if owner == "foreign":

@@ -19,7 +19,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # The reconciler records its own Events, one per pass that changed something; Kopf's
     # per-handler log Events would be a write on every pass.
     settings.posting.enabled = False
-    # One operator replica; no peering objects (and no RBAC for them) needed.
+    # No Kopf peering: of several replicas only the Lease holder (leader.py) runs Kopf,
+    # so no peering objects (and no RBAC for them) are needed.
     settings.peering.standalone = True
     # The operator watches fixed resources: no need to read CRDs cluster-wide.
     settings.scanning.disabled = True

@@ -82,13 +82,22 @@ def test_install_upgrade_uninstall(helm: Helm, kubectl: Any, namespace: str, rel
     fullname = f"{release}-buildkit-operator"
     kubectl("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=60s")
     deployment = kubectl.json("get", "deployment", fullname, "-n", namespace)
-    assert deployment["status"].get("availableReplicas") == 1, deployment["status"]
+    # Two replicas (one leads through the Lease, the other stands by).
+    assert deployment["status"].get("availableReplicas") == 2, deployment["status"]
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == fullname
-    # The pod passed the restricted Pod Security admission and was scheduled.
+    # The pods passed the restricted Pod Security admission and were scheduled, on
+    # different nodes where the cluster has them.
     pods = kubectl.json(
         "get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}"
     )["items"]
-    assert len(pods) == 1 and pods[0]["spec"].get("nodeName"), pods
+    assert len(pods) == 2 and all(p["spec"].get("nodeName") for p in pods), pods
+    assert pods[0]["spec"]["nodeName"] != pods[1]["spec"]["nodeName"], "both on one node"
+    kubectl("wait", f"pdb/{fullname}", "-n", namespace, "--timeout=60s",
+            "--for=jsonpath={.status.expectedPods}=2")  # fmt: skip
+    pdb = kubectl.json("get", "pdb", fullname, "-n", namespace)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["status"]["expectedPods"] == 2 and pdb["status"]["disruptionsAllowed"] == 1
+    kubectl("get", "role,rolebinding", f"{fullname}-leader-election", "-n", namespace)
     container = pods[0]["spec"]["containers"][0]
     assert container["args"][:2] == ["run", "--all-namespaces"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -111,7 +120,8 @@ def test_install_upgrade_uninstall(helm: Helm, kubectl: Any, namespace: str, rel
     helm("upgrade", release, str(CHART), "--namespace", namespace, "--reset-values",
          "--wait", "--timeout", "180s")  # fmt: skip
     assert len(cluster_objects(kubectl, release)) == 2
-    assert not kubectl.json("get", "roles", "-n", namespace)["items"]
+    roles = kubectl.json("get", "roles", "-n", namespace)["items"]
+    assert [r["metadata"]["name"] for r in roles] == [f"{fullname}-leader-election"]
 
     helm("uninstall", release, "--namespace", namespace, "--wait")
     assert cluster_objects(kubectl, release) == []
@@ -159,6 +169,9 @@ def test_plain_manifests_pass_a_server_side_dry_run(kubectl: Any, namespace: str
             "clusterrolebinding.rbac.authorization.k8s.io/buildkit-operator",
             "service/buildkit-operator-metrics",
             "deployment.apps/buildkit-operator",
+            "poddisruptionbudget.policy/buildkit-operator",
+            "role.rbac.authorization.k8s.io/buildkit-operator-leader-election",
+            "rolebinding.rbac.authorization.k8s.io/buildkit-operator-leader-election",
             "validatingadmissionpolicy.admissionregistration.k8s.io/buildkit-operator-builders",
             "validatingadmissionpolicybinding.admissionregistration.k8s.io/"
             "buildkit-operator-builders",

@@ -27,7 +27,7 @@ import yaml
 from helm_client import Helm
 from operator_process import OperatorProcess
 
-from operator_rbac import NEEDED, Grant
+from operator_rbac import LEADER_ELECTION_CREATE, LEADER_ELECTION_NAMED, NEEDED, Grant
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,8 @@ def kubectl_resource(group: str, resource: str) -> tuple[str, list[str]]:
 
 def rules_review(kubectl: Any, user: str, namespace: str) -> tuple[set[Grant], set[str]]:
     """What the API server says the user may do in the namespace: resource grants (with
-    cluster-wide rules included) and non-resource URL grants."""
+    cluster-wide rules included; a grant confined to names as ``resource[name]``) and
+    non-resource URL grants."""
     review = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SelfSubjectRulesReview",
@@ -159,9 +160,13 @@ def rules_review(kubectl: Any, user: str, namespace: str) -> tuple[set[Grant], s
     assert not status.get("incomplete"), status.get("evaluationError")
     grants: set[Grant] = set()
     for rule in status.get("resourceRules") or []:
-        assert not rule.get("resourceNames"), rule
+        resources = [
+            f"{r}[{name}]" if rule.get("resourceNames") else r
+            for r in rule["resources"]
+            for name in rule.get("resourceNames") or [""]
+        ]
         grants.update(
-            (g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+            (g, r, v) for g in rule["apiGroups"] for r in resources for v in rule["verbs"]
         )
     urls = {
         f"{verb} {url}"
@@ -200,6 +205,34 @@ def assert_denied(kubectl: Any, user: str, checks: Iterable[tuple[str, str]], *w
     assert not allowed, f"{user} may, {' '.join(where)}: {allowed}"
 
 
+def lease_rights(user: str) -> set[Grant]:
+    """What leader election is granted in the release namespace: create leases (which no
+    rule can confine to a name), get and update of the release's own Lease only."""
+    lease = user.split(":")[3]  # the chart names the Lease after the release, as the account
+    return set(LEADER_ELECTION_CREATE) | {
+        (g, f"{r}[{lease}]", v) for g, r, v in LEADER_ELECTION_NAMED
+    }
+
+
+def assert_lease_rights_confined(kubectl: Any, user: str, namespace: str) -> None:
+    lease = user.split(":")[3]
+    assert can_i(kubectl, user, "update", f"leases.coordination.k8s.io/{lease}", "-n", namespace)
+    assert_denied(
+        kubectl,
+        user,
+        [
+            ("get", "leases.coordination.k8s.io/someone-elses"),
+            ("update", "leases.coordination.k8s.io/someone-elses"),
+            ("list", "leases.coordination.k8s.io"),
+            ("watch", "leases.coordination.k8s.io"),
+            ("patch", f"leases.coordination.k8s.io/{lease}"),
+            ("delete", f"leases.coordination.k8s.io/{lease}"),
+        ],
+        "-n",
+        namespace,
+    )
+
+
 # --- what the chart grants ----------------------------------------------------------------
 
 
@@ -220,14 +253,16 @@ def test_cluster_wide_install_grants_exactly_what_the_operator_needs(
     assert_denied(kubectl, user, FORBIDDEN, "--all-namespaces")
 
     # And nothing else at all: the API server's full list of the account's rights, less what
-    # any account has, is exactly the needed set, wherever it is asked.
-    for ns in (namespace, elsewhere):
+    # any account has, is exactly the needed set, wherever it is asked (with its Lease in
+    # the release namespace).
+    for ns, needed in ((namespace, NEEDED | lease_rights(user)), (elsewhere, NEEDED)):
         grants, urls = extra_rights(kubectl, user, ns)
-        assert grants == NEEDED, (
-            f"in {ns}: granted beyond the need: {sorted(grants - NEEDED)}; "
-            f"missing: {sorted(NEEDED - grants)}"
+        assert grants == needed, (
+            f"in {ns}: granted beyond the need: {sorted(grants - needed)}; "
+            f"missing: {sorted(needed - grants)}"
         )
         assert urls == set(), f"non-resource URLs granted: {sorted(urls)}"
+    assert_lease_rights_confined(kubectl, user, namespace)
 
 
 def test_watch_namespaces_grants_nothing_outside_them(
@@ -242,9 +277,12 @@ def test_watch_namespaces_grants_nothing_outside_them(
         assert extra_rights(kubectl, user, ns) == (NEEDED, set())
     assert_denied(kubectl, user, FORBIDDEN, "-n", watched[0])
 
-    # Its own namespace and any other: nothing beyond what every account has.
+    # Its own namespace: its Lease alone; any other: nothing beyond what every account has.
+    assert extra_rights(kubectl, user, namespace) == (lease_rights(user), set())
+    assert_lease_rights_confined(kubectl, user, namespace)
     for ns in (namespace, unwatched, "default"):
-        assert extra_rights(kubectl, user, ns) == (set(), set()), f"rights in {ns}"
+        if ns != namespace:
+            assert extra_rights(kubectl, user, ns) == (set(), set()), f"rights in {ns}"
         assert_denied(
             kubectl, user, [(verb, "secrets") for verb in ("get", "list", "create")], "-n", ns
         )
@@ -264,7 +302,7 @@ def test_watch_namespaces_grants_nothing_outside_them(
         for b in bindings["items"]
         if any({k: s.get(k) for k in sa_subject} == sa_subject for s in b.get("subjects") or [])
     )
-    assert where == sorted(watched)
+    assert where == sorted([*watched, namespace])  # the Lease's RoleBinding in its own
 
 
 # --- the operator itself, with only those rights ------------------------------------------
@@ -419,6 +457,9 @@ def test_operator_runs_on_the_chart_rbac_alone(
             assert any(e.get("reportingComponent") == "buildkit-operator" for e in events)
             metrics = op.get(op.metrics_port, "/metrics")
             assert 'buildkit_operator_reconciles_total{result="Ready"}' in metrics
+            # It leads through the chart's Lease, created and renewed with the Role's rights.
+            lease = kubectl.json("get", "lease", deployment_name, "-n", namespace)
+            assert lease["spec"]["holderIdentity"], lease
 
             # Deleting the Builder: the operator lets go of it (its finalizer).
             kubectl("delete", "builder", "rbac", "-n", builders_ns, "--wait=false")

@@ -89,18 +89,32 @@ def test_chart_runs_the_operator_image_on_the_real_node(
         )  # fmt: skip
         selector = "app.kubernetes.io/name=buildkit-operator"
 
+        # The chart's default: two replicas, one leading through the Lease, one standing by
+        # (both on the one node here; the anti-affinity is only preferred).
         def operator_ready() -> bool:
             pods = _pods(api, namespace, selector)
-            return len(pods) == 1 and _ready(pods[0])
+            return len(pods) == 2 and all(_ready(p) for p in pods)
 
         wait_for(
             operator_ready,
-            "the operator pod Ready",
+            "the two operator pods Ready",
             180,
             interval=1,
             on_timeout=lambda: str(_pods(api, namespace, selector)) + node.tail("kubelet"),
         )
-        pod = _pods(api, namespace, selector)[0]
+        leases = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        lease_path = f"{leases}/{release}-buildkit-operator"
+        holder = wait_for(
+            lambda: api.exists(lease_path) and api.get(lease_path)["spec"].get("holderIdentity"),
+            "a leader in the chart's Lease",
+            120,
+            interval=1,
+        )
+        pod = next(
+            p
+            for p in _pods(api, namespace, selector)
+            if holder.startswith(p["metadata"]["name"] + "_")
+        )
         assert pod["spec"]["nodeName"] == node.name
         assert pod["spec"]["serviceAccountName"].startswith(release)
         container = pod["spec"]["containers"][0]
@@ -151,9 +165,33 @@ def test_chart_runs_the_operator_image_on_the_real_node(
             120,
             interval=1,
         )
-        restarted = _pods(api, namespace, selector)[0]["status"]["containerStatuses"][0]
-        assert restarted["restartCount"] == 0, restarted
+        # Neither the leader nor the standby (its own liveness endpoint) was restarted.
+        for each in _pods(api, namespace, selector):
+            restarted = each["status"]["containerStatuses"][0]
+            assert restarted["restartCount"] == 0, restarted
         assert all(p.uid != 0 for p in pod_processes(node, pod)), "nothing runs as root"
+
+        # The leader's pod deleted (as a drain would): it releases the Lease on SIGTERM, the
+        # standby takes over and repairs what is deleted next.
+        api.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+        new_holder = wait_for(
+            lambda: (
+                (api.get(lease_path)["spec"].get("holderIdentity") or "") not in ("", holder)
+                and api.get(lease_path)["spec"]["holderIdentity"]
+            ),
+            "the standby to take the Lease",
+            120,
+            interval=0.5,
+        )
+        assert not new_holder.startswith(pod["metadata"]["name"] + "_")
+        old_uid = api.get(path)["metadata"]["uid"]
+        api.delete(path)
+        wait_for(
+            lambda: api.exists(path) and api.get(path)["metadata"]["uid"] != old_uid,
+            "the deleted Service to be recreated by the new leader",
+            120,
+            interval=1,
+        )
     finally:
         helm.run("uninstall", release, "--namespace", namespace, "--wait")
         api.delete(f"/api/v1/namespaces/{namespace}")

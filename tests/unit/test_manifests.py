@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from buildkit_operator.cli import build_parser
-from operator_rbac import NEEDED
+from operator_rbac import LEADER_ELECTION_CREATE, LEADER_ELECTION_NAMED, NEEDED
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "buildkit-operator"
@@ -167,9 +167,18 @@ def test_chart_crd_is_the_generated_crd() -> None:
 # --- RBAC ---------------------------------------------------------------------------------
 
 
+def leader_election_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    assert len(roles) == 1, roles
+    return roles[0]
+
+
 def test_default_rbac_is_a_cluster_role_with_exactly_the_needed_rules(template: Any) -> None:
     docs = template()
-    assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
+    # The only namespaced Role: the Lease of leader election.
+    assert [r["metadata"]["name"] for r in of_kind(docs, "Role")] == [
+        leader_election_role(docs)["metadata"]["name"]
+    ]
     role = one(docs, "ClusterRole")
     rules = list(granted(role["rules"]))
     assert len(rules) == len(set(rules)), "a rule is granted twice"
@@ -188,11 +197,78 @@ def test_default_rbac_is_a_cluster_role_with_exactly_the_needed_rules(template: 
     ]
 
 
+def test_leader_election_may_create_leases_and_renew_its_own_only(template: Any) -> None:
+    docs = template(namespace="ops")
+    role = leader_election_role(docs)
+    assert role["metadata"]["namespace"] == "ops"
+    lease = lease_arg(container(docs)["args"])
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    unnamed = [r for r in role["rules"] if not r.get("resourceNames")]
+    assert set(granted(unnamed)) == LEADER_ELECTION_CREATE
+    assert [r["resourceNames"] for r in named] == [[lease]]
+    assert set(granted([{k: v for k, v in r.items() if k != "resourceNames"} for r in named])) == (
+        LEADER_ELECTION_NAMED
+    )
+    binding = next(
+        b for b in of_kind(docs, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]
+    )
+    assert binding["metadata"]["namespace"] == "ops"
+    assert binding["subjects"][0]["name"] == one(docs, "ServiceAccount")["metadata"]["name"]
+
+
+def lease_arg(args: list[str]) -> str:
+    parsed = build_parser().parse_args(args)
+    assert parsed.leader_elect and parsed.leader_election_namespace
+    return str(parsed.leader_election_id)
+
+
+def test_two_replicas_with_a_disruption_budget_by_default(template: Any) -> None:
+    docs = template()
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    # A rolling update starts the new pod before stopping an old one; the Lease, not the
+    # pods' number, keeps one leader.
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == (deployment["spec"]["selector"]["matchLabels"])
+    parsed = build_parser().parse_args(container(docs)["args"])
+    assert parsed.leader_election_namespace == NAMESPACE
+    assert parsed.retry_period < parsed.renew_deadline < parsed.lease_duration
+
+
+def test_one_replica_without_leader_election_recreates(
+    template: Any, helm: Path, helm_env: dict[str, str]
+) -> None:
+    docs = template("--set", "replicas=1", "--set", "leaderElection.enabled=false")
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "two must never overlap"
+    assert not of_kind(docs, "PodDisruptionBudget") and not of_kind(docs, "Role")
+    assert "--leader-elect" not in container(docs)["args"]
+    refused = subprocess.run(
+        [str(helm), "template", "x", str(CHART), "--set", "leaderElection.enabled=false"],
+        capture_output=True,
+        text=True,
+        env=helm_env,
+    )
+    assert refused.returncode != 0 and "leaderElection.enabled" in refused.stderr
+
+
 def test_watch_namespaces_gives_roles_there_and_nothing_cluster_wide(template: Any) -> None:
     docs = template("--set", "watchNamespaces={ci,team-a}", namespace="ops")
     assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
-    roles = {r["metadata"]["namespace"]: r for r in of_kind(docs, "Role")}
-    bindings = {b["metadata"]["namespace"]: b for b in of_kind(docs, "RoleBinding")}
+    election = leader_election_role(docs)["metadata"]["name"]
+    roles = {
+        r["metadata"]["namespace"]: r
+        for r in of_kind(docs, "Role")
+        if r["metadata"]["name"] != election
+    }
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in of_kind(docs, "RoleBinding")
+        if b["roleRef"]["name"] != election
+    }
     assert sorted(roles) == sorted(bindings) == ["ci", "team-a"]
     account = one(docs, "ServiceAccount")["metadata"]
     assert account["namespace"] == "ops"
@@ -231,8 +307,6 @@ def test_deployment_is_one_hardened_operator(template: Any) -> None:
     deployment = one(docs, "Deployment")
     assert deployment["metadata"]["namespace"] == NAMESPACE
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}, "two operators must never overlap"
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True

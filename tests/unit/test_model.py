@@ -182,6 +182,19 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
         "line 1",
     ),
     (
+        # Deeper than the parser's recursion: refused, not a crash of every pass.
+        "config-deep-array",
+        manifest({"buildkitd": {"config": "a = " + "[" * 5000 + "]" * 5000 + "\n"}}),
+        "spec.buildkitd.config",
+        "nested deeper than 32 levels",
+    ),
+    (
+        "config-deep-inline-table",
+        manifest({"buildkitd": {"config": "a = " + "{b = " * 40 + "1" + "}" * 40 + "\n"}}),
+        "spec.buildkitd.config",
+        "nested deeper than 32 levels",
+    ),
+    (
         "args-addr",
         manifest({"buildkitd": {"args": ["--addr", "tcp://0.0.0.0:9999"]}}),
         "spec.buildkitd.args",

@@ -82,12 +82,27 @@ def test_our_labels_alone_do_not_make_an_object_ours() -> None:
     assert ownership(claim, builder="team-a", uid=UID, label="team-a") == "ours"
 
 
-def test_a_deleted_namesakes_children_are_waited_for() -> None:
+def test_a_deleted_namesakes_children_are_removed_by_uid_and_waited_for() -> None:
+    """The garbage collector would remove them, but may back off for minutes after an API
+    server restart: the operator deletes its own leftovers (with the uid as precondition),
+    never a claim, and nothing under noCreate or noRecreate."""
     old = {**OURS, "uid": "old", "controller": True}
-    live = {("Service", "team-a"): obj("Service", "team-a", metadata={"ownerReferences": [old]})}
+    meta = {"ownerReferences": [old], "uid": "svc-old"}
+    live = {
+        ("Service", "team-a"): obj("Service", "team-a", metadata=meta),
+        ("PersistentVolumeClaim", "team-a-cache-0"): obj(
+            "PersistentVolumeClaim", "team-a-cache-0", metadata={"ownerReferences": [old]}
+        ),
+    }
     p = decide(make(), live)
-    assert ("Service", "team-a") not in {(a.kind, a.name) for a in p.actions}
-    assert p.waiting and not p.conflicts
+    deletes = [a for a in p.actions if a.verb == "delete"]
+    assert [(a.kind, a.name) for a in deletes] == [("Service", "team-a")]
+    assert deletes[0].obj["metadata"]["uid"] == "svc-old"
+    assert not any(a.name == "team-a" and a.verb != "delete" for a in p.actions)
+    assert not any(a.kind == "PersistentVolumeClaim" and a.verb == "delete" for a in p.actions)
+    assert len(p.waiting) == 2 and not p.conflicts
+    for held in (make(noCreate=True), make(noRecreate=True)):
+        assert not [a for a in decide(held, live).actions if a.verb == "delete"]
 
 
 def test_owned_objects_no_longer_desired_are_deleted_but_never_a_claim() -> None:

@@ -94,6 +94,16 @@ Arguments of `buildkit-operator`: run, its scope, the liveness and metrics endpo
 {{- if .Values.verbose }}
 - --verbose
 {{- end }}
+{{- with .Values.leaderElection }}
+{{- if .enabled }}
+- --leader-elect
+- --leader-election-namespace={{ $.Release.Namespace }}
+- --leader-election-id={{ include "buildkit-operator.leaseName" $ }}
+- --lease-duration={{ .leaseDuration }}
+- --renew-deadline={{ .renewDeadline }}
+- --retry-period={{ .retryPeriod }}
+{{- end }}
+{{- end }}
 {{- with .Values.builderDefaults }}
 {{- with .image.repository }}
 - --default-image-repository={{ . }}
@@ -159,6 +169,13 @@ namespace) and the per-namespace Roles (watchNamespaces).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/*
+Name of the Lease the replicas elect their leader with (in the release namespace).
+*/}}
+{{- define "buildkit-operator.leaseName" -}}
+{{- include "buildkit-operator.fullname" . }}
 {{- end }}
 
 {{/*
