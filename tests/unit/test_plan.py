@@ -98,7 +98,9 @@ def test_a_deleted_namesakes_children_are_removed_by_uid_and_waited_for() -> Non
     deletes = [a for a in p.actions if a.verb == "delete"]
     assert [(a.kind, a.name) for a in deletes] == [("Service", "team-a")]
     assert deletes[0].obj["metadata"]["uid"] == "svc-old"
-    assert not any(a.name == "team-a" and a.verb != "delete" for a in p.actions)
+    assert not any(
+        (a.kind, a.name) == ("Service", "team-a") and a.verb != "delete" for a in p.actions
+    )
     assert not any(a.kind == "PersistentVolumeClaim" and a.verb == "delete" for a in p.actions)
     assert len(p.waiting) == 2 and not p.conflicts
     for held in (make(noCreate=True), make(noRecreate=True)):
