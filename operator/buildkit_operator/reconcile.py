@@ -21,9 +21,13 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
+from . import idle
+from .activity import observe
+from .daemons import daemons as daemon_slots
 from .defaults import DEFAULTS, Defaults, effective_status
+from .idle import ANNOTATION_WAKE, format_time, parse_time
 from .kube import Kube, secret_data
-from .model import Builder, InvalidBuilder
+from .model import Builder, InvalidBuilder, duration_seconds
 from .names import ANNOTATION_TLS_HASH, ChildNames, label_value
 from .plan import WORKLOAD_KIND, Action, Plan, plan
 from .render import render_builder, server_sans
@@ -233,7 +237,8 @@ def reconcile(
         if tls_problem:
             external_hash = _running_tls_hash(live, name)
 
-    desired = render_builder(builder, bundle, external_tls_hash=external_hash)
+    asleep, idle_requeue = _asleep(builder, obj, live, now)
+    desired = render_builder(builder, bundle, external_tls_hash=external_hash, asleep=asleep)
     kube.get_missing(namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live)
     the_plan = plan(
         builder.spec,
@@ -277,10 +282,10 @@ def reconcile(
     _record_actions(kube, obj, builder, done, bundle)
 
     daemons = []
-    for i in range(builder.spec.replicas):
-        key = (WORKLOAD_KIND, names.daemon(i))
+    for daemon in daemon_slots(builder):
+        key = (WORKLOAD_KIND, names.daemon(daemon.id))
         state = after[key] if key in after else live.get(key)
-        daemons.append(daemon_state(key[1], state))
+        daemons.append(daemon_state(key[1], state, daemon, idle=daemon.id in asleep))
     server_applied = ("Secret", names.server_secret) not in failed
     status = compute_status(
         builder,
@@ -297,6 +302,8 @@ def reconcile(
     written = _write_status(kube, obj, status)
     _record_phase_event(kube, obj, previous, status, written)
     requeue = _requeue(the_plan, bundle, now, user_secret=builder.spec.tls.mode == "secret")
+    if idle_requeue is not None:
+        requeue = min(requeue or idle_requeue, idle_requeue)
     if any(c["type"] == "Progressing" and c["status"] == "True" for c in status["conditions"]):
         requeue = min(requeue or PROGRESS_CHECK, PROGRESS_CHECK)
     return Outcome(
@@ -306,6 +313,37 @@ def reconcile(
         status_written=written,
         errors=tuple(errors),
     )
+
+
+def _asleep(
+    builder: Builder,
+    obj: Mapping[str, Any],
+    live: Mapping[tuple[str, str], Mapping[str, Any]],
+    now: datetime,
+) -> tuple[dict[str, str], float | None]:
+    """The daemons that sleep (scaled to zero by idleTimeout), and when to look again."""
+    timeout = builder.spec.idle_timeout
+    if timeout is None:
+        return {}, None
+    limit = timedelta(seconds=duration_seconds(timeout))
+    annotations = obj["metadata"].get("annotations") or {}
+    wake_requested = parse_time(annotations.get(ANNOTATION_WAKE))
+    names, asleep, soonest = ChildNames(builder.name), {}, None
+    for daemon in daemon_slots(builder):
+        name = names.daemon(daemon.id)
+        deployment = live.get((WORKLOAD_KIND, name))
+        since, again = idle.decide(
+            timeout=limit,
+            deployment=deployment,
+            activity=observe(builder.namespace, builder.name, name),
+            wake_requested=wake_requested,
+            now=now,
+        )
+        if since is not None:
+            asleep[daemon.id] = format_time(since)
+        if again is not None:
+            soonest = again if soonest is None else min(soonest, again)
+    return asleep, None if soonest is None else max(1.0, soonest)
 
 
 def _independent(action: Action) -> bool:
