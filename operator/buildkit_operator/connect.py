@@ -73,7 +73,7 @@ def connect(
             return _fail(f"no Builder {name} in namespace {namespace}")
         return _fail(f"cannot read Builder {namespace}/{name}: {err.status} {err.reason}")
     status = builder.get("status") or {}
-    if any(d.get("idle") for d in status.get("daemons") or []):
+    if wake_only or any(d.get("idle") for d in status.get("daemons") or []):
         woken = wake(api, name, namespace)
         if isinstance(woken, str):
             return _fail(woken)
@@ -101,11 +101,11 @@ def connect(
             return _fail(f"Secret {namespace}/{secret_name} lacks {', '.join(missing)}")
         target = output_dir or Path.home() / ".config" / "buildkit-operator" / namespace / name
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for key in ("ca.pem", "cert.pem", "key.pem"):
-            path = target / key
+        for item in ("ca.pem", "cert.pem", "key.pem"):
+            path = target / item
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
-                out.write(data[key])
+                out.write(data[item])
         print(f"# client certificate of {namespace}/{name} written to {target}", file=sys.stderr)
         flags = [
             "--tlscacert", str(target / "ca.pem"),

@@ -150,7 +150,7 @@ def _pod_spec(builder: Builder, daemon: Daemon) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "buildkitd",
         "image": spec.effective_image,
-        "args": buildkitd_args(builder),
+        "args": buildkitd_args(builder, daemon),
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": _probe(builder, initial_delay=5),
         "livenessProbe": _probe(builder, initial_delay=15),
