@@ -35,6 +35,7 @@ DOCUMENTS = {
         "io.k8s.api.core.v1.Service",
     ),
     "apis/apps/v1": ("io.k8s.api.apps.v1.Deployment",),
+    "apis/policy/v1": ("io.k8s.api.policy.v1.PodDisruptionBudget",),
 }
 # Keys of a schema node that carry merge and comparison semantics; descriptions and the
 # like are dropped, so the snapshot stays small and changes only when semantics change.

@@ -24,9 +24,12 @@ NEEDED: frozenset[Grant] = frozenset(
                 ("", "configmaps"),
                 ("", "secrets"),
                 ("", "persistentvolumeclaims"),
+                ("policy", "poddisruptionbudgets"),
             )
             for verb in ("get", "list", "watch", "create", "patch", "delete")
         ),
         ("", "events", "create"),
+        # The addresses of a Builder's daemons behind its Service (kube.daemon_addresses).
+        ("discovery.k8s.io", "endpointslices", "list"),
     }
 )

@@ -39,6 +39,7 @@ ROOTS = {
     "PersistentVolumeClaim": "io.k8s.api.core.v1.PersistentVolumeClaim",
     "Service": "io.k8s.api.core.v1.Service",
     "Deployment": "io.k8s.api.apps.v1.Deployment",
+    "PodDisruptionBudget": "io.k8s.api.policy.v1.PodDisruptionBudget",
 }
 # What of an object is compared: metadata is the API server's as much as ours.
 _META_COMPARED = ("labels", "annotations", "ownerReferences")

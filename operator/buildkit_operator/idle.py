@@ -71,7 +71,7 @@ def decide(
         if wake_requested is not None and wake_requested >= slept:
             return None, timeout.total_seconds()
         return slept, None
-    if activity is None or activity.building:
+    if activity is None or not activity.known or activity.building:
         return None, timeout.total_seconds()  # cannot judge, or busy: look again later
     moments = [activity.last_build, wake_requested, _started(deployment)]
     last = max((m for m in moments if m is not None), default=None)

@@ -41,6 +41,7 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "PersistentVolumeClaim"),
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
 )
 API_VERSIONS = dict((kind, api) for api, kind in CHILD_KINDS)
 
@@ -98,6 +99,7 @@ _PATHS = {
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "Service": ("/api/v1", "services"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
 }
 # A watch is ended by the API server after this long and opened again, so one that went
 # quiet (a dead connection) is noticed: the cache is trusted only while its watches have
@@ -488,6 +490,26 @@ class Kube:
             for item in items.get("items") or []:
                 item.setdefault("kind", kind)
                 found[(kind, item["metadata"]["name"])] = item
+        return found
+
+    def daemon_addresses(self, namespace: str, service: str) -> dict[str, str]:
+        """Pod name → IP of the pods behind a Builder's Service that serve (not terminating),
+        from its EndpointSlices: what the operator needs to ask a daemon whether it builds,
+        without the right to read pods (whose specs may hold other workloads' secrets)."""
+        url = (
+            f"{self.host}/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?"
+            + urlencode({"labelSelector": f"kubernetes.io/service-name={service}"})
+        )
+        found: dict[str, str] = {}
+        for item in self.raw("GET", url).get("items") or []:
+            for endpoint in item.get("endpoints") or []:
+                ref = endpoint.get("targetRef") or {}
+                addresses = endpoint.get("addresses") or []
+                if ref.get("kind") != "Pod" or not addresses:
+                    continue
+                if (endpoint.get("conditions") or {}).get("terminating"):
+                    continue
+                found[ref["name"]] = addresses[0]
         return found
 
     # --- writes ------------------------------------------------------------------------

@@ -61,6 +61,7 @@ RESERVED_BUILDKITD_FLAGS = (
     "--tlscert",
     "--tlskey",
     "--oci-worker-no-process-sandbox",
+    "--debugaddr",
 )
 
 # A reserved flag in any form buildkitd's parser reads: -flag, --flag, --flag=value.
@@ -933,6 +934,56 @@ class ServiceSpec(_Model):
     )
 
 
+# A hold or a drain never outlasts a day: certificates are renewed 30 days before they
+# expire, so no wait for idle can let one run out.
+MAX_DRAIN_SECONDS = 86400
+DEFAULT_GRACE_SECONDS = 600
+DEFAULT_MAX_WAIT_SECONDS = 3600
+
+
+class DrainSpec(_Model):
+    """How the operator keeps from killing builds: buildkitd cancels every build it runs
+    when it is stopped."""
+
+    grace_period_seconds: StrictInt = Field(
+        DEFAULT_GRACE_SECONDS,
+        ge=0,
+        le=MAX_DRAIN_SECONDS,
+        description=(
+            "How long a stopping daemon (a roll, a recreate, a scale-down, a deleted pod, a "
+            "node drain) may finish the builds it runs before it is stopped: its preStop hook "
+            "waits until no build is in flight, at most this long."
+        ),
+    )
+    max_wait_seconds: StrictInt = Field(
+        DEFAULT_MAX_WAIT_SECONDS,
+        ge=0,
+        le=MAX_DRAIN_SECONDS,
+        description=(
+            "How long a roll, recreate or removal the operator wants (config, certificate, "
+            "image, security settings, replicas) waits for a building daemon to go idle "
+            "before it goes ahead anyway (the stopping daemon then still drains for "
+            "gracePeriodSeconds). Daemons are changed one at a time."
+        ),
+    )
+
+
+class MetricsSpec(_Model):
+    """buildkitd's own Prometheus metrics."""
+
+    enabled: StrictBool = Field(
+        False,
+        description=(
+            "Serve buildkitd's debug address on port 6060 (named metrics) of each daemon, "
+            "with prometheus.io scrape annotations on the pods: /metrics (builds counted by "
+            "status, build durations, gRPC calls). Off by default: the same unauthenticated "
+            "port also serves Go profiles and the daemon's cache records and accepts GC, "
+            "compaction and cache-load requests; admit only your Prometheus to it (a "
+            "NetworkPolicy)."
+        ),
+    )
+
+
 # service.type NodePort/LoadBalancer with tls.mode disabled, without the opt-in.
 _EXPOSED_WITHOUT_TLS = (
     "has(self.tls) && has(self.tls.mode) && self.tls.mode == 'disabled' && "
@@ -1094,6 +1145,13 @@ class BuilderSpec(_Model):
     service: ServiceSpec = Field(
         default_factory=ServiceSpec, description="The Service in front of the daemons."
     )
+    drain: DrainSpec = Field(
+        default_factory=DrainSpec,
+        description="How running builds are kept from being killed by stops and rolls.",
+    )
+    metrics: MetricsSpec = Field(
+        default_factory=MetricsSpec, description="buildkitd's Prometheus metrics."
+    )
     no_create: StrictBool = Field(
         False,
         description=(
@@ -1235,6 +1293,14 @@ class DaemonStatus(_Model):
     )
 
 
+class WaitingDaemon(_Model):
+    """A daemon whose roll, recreate or removal waits for it to go idle."""
+
+    daemon: str = Field(description="The daemon's Deployment.")
+    since: str = Field(description="When the wait began (RFC 3339).")
+    reason: str = Field(description="What it waits for, and what waits.")
+
+
 class BuilderStatus(_Model):
     """Observed state of a Builder."""
 
@@ -1279,6 +1345,13 @@ class BuilderStatus(_Model):
     )
     cache: CacheStatus | None = Field(
         None, description="The cache the daemons got (the spec's or the defaults)."
+    )
+    waiting_for_idle: list[WaitingDaemon] = Field(
+        default_factory=list,
+        description=(
+            "Daemons whose roll, recreate or removal is held while they build (at most "
+            "drain.maxWaitSeconds), or until another daemon's roll is done."
+        ),
     )
     conditions: list[Condition] = Field(
         default_factory=list,

@@ -73,6 +73,10 @@ class ChildNames:
         return self.base
 
     @property
+    def disruption_budget(self) -> str:
+        return self.base
+
+    @property
     def config_map(self) -> str:
         return f"{self.base}-config"
 

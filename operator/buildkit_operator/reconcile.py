@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from . import idle
-from .activity import observe
+from .activity import Activity, describe, gather
+from .activity import targets as activity_targets
 from .daemons import daemons as daemon_slots
 from .defaults import DEFAULTS, Defaults, effective_status
 from .idle import ANNOTATION_WAKE, format_time, parse_time
@@ -33,6 +35,7 @@ from .plan import WORKLOAD_KIND, Action, Plan, plan
 from .render import render_builder, server_sans
 from .render.config import unknown_keys
 from .render.secrets import tls_hash
+from .render.service import PORT
 from .status import compute_status, daemon_state, invalid_status
 from .tls import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
 
@@ -52,6 +55,9 @@ CONFLICT_CHECK = 30.0
 # again this often anyway, so a watch that went quiet (a dropped connection) cannot leave
 # a Builder Pending.
 PROGRESS_CHECK = 15.0
+# While a change waits for a building daemon, ask it again this often: nothing reports the
+# end of a build.
+IDLE_CHECK = 5.0
 
 _VERB_REASONS = {
     "create": "Created",
@@ -237,17 +243,29 @@ def reconcile(
         if tls_problem:
             external_hash = _running_tls_hash(live, name)
 
-    asleep, idle_requeue = _asleep(builder, obj, live, now)
+    asleep, idle_requeue = _asleep(kube, builder, obj, live, now)
     desired = render_builder(builder, bundle, external_tls_hash=external_hash, asleep=asleep)
     kube.get_missing(namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live)
-    the_plan = plan(
-        builder.spec,
-        desired,
-        live,
-        builder=name,
-        uid=obj["metadata"].get("uid"),
-        label=label_value(name),
-    )
+    held_since = _held_since(previous)
+
+    def planned(activity: Mapping[str, Activity] | None = None) -> Plan:
+        return plan(
+            builder.spec,
+            desired,
+            live,
+            builder=name,
+            uid=obj["metadata"].get("uid"),
+            label=label_value(name),
+            activity=activity,
+            held_since=held_since,
+            now=now,
+        )
+
+    the_plan = planned()
+    if the_plan.disruptive:
+        # Only a change that would stop a daemon asks the daemons what they do: a Builder
+        # at rest asks nothing.
+        the_plan = planned(_activity(kube, builder, live, the_plan.disruptive))
 
     done: list[Action] = []
     errors: list[str] = []
@@ -316,6 +334,7 @@ def reconcile(
 
 
 def _asleep(
+    kube: Kube,
     builder: Builder,
     obj: Mapping[str, Any],
     live: Mapping[tuple[str, str], Mapping[str, Any]],
@@ -328,14 +347,19 @@ def _asleep(
     limit = timedelta(seconds=duration_seconds(timeout))
     annotations = obj["metadata"].get("annotations") or {}
     wake_requested = parse_time(annotations.get(ANNOTATION_WAKE))
-    names, asleep, soonest = ChildNames(builder.name), {}, None
-    for daemon in daemon_slots(builder):
-        name = names.daemon(daemon.id)
+    names = ChildNames(builder.name)
+    asleep: dict[str, str] = {}
+    soonest: float | None = None
+    slots = {names.daemon(d.id): d for d in daemon_slots(builder)}
+    # Only daemons that run are asked (a sleeping one has no pod, and waits for a wake).
+    awake = [name for name in slots if idle.idle_since(live.get((WORKLOAD_KIND, name))) is None]
+    answers = _activity(kube, builder, live, awake) if awake else {}
+    for name, daemon in slots.items():
         deployment = live.get((WORKLOAD_KIND, name))
         since, again = idle.decide(
             timeout=limit,
             deployment=deployment,
-            activity=observe(builder.namespace, builder.name, name),
+            activity=answers.get(name),
             wake_requested=wake_requested,
             now=now,
         )
@@ -344,6 +368,52 @@ def _asleep(
         if again is not None:
             soonest = again if soonest is None else min(soonest, again)
     return asleep, None if soonest is None else max(1.0, soonest)
+
+
+def _held_since(previous: Mapping[str, Any]) -> dict[str, datetime]:
+    """When each change still held at the last pass began to wait (status.waitingForIdle)."""
+    since: dict[str, datetime] = {}
+    for entry in previous.get("waitingForIdle") or []:
+        try:
+            when = datetime.strptime(entry["since"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except (KeyError, TypeError, ValueError):
+            continue
+        since[str(entry.get("daemon"))] = when
+    return since
+
+
+def _activity(
+    kube: Kube,
+    builder: Builder,
+    live: Mapping[tuple[str, str], Mapping[str, Any]],
+    daemons: Sequence[str],
+) -> dict[str, Activity]:
+    """Ask the daemons a change would stop whether they are building (at most about
+    activity.TIMEOUT); the ones that cannot be asked are left unknown."""
+    names = ChildNames(builder.name)
+    try:
+        addresses = kube.daemon_addresses(builder.namespace, names.service)
+    except (ApiException, OSError, urllib3.exceptions.HTTPError) as err:
+        log.info("%s/%s: no daemon addresses: %s", builder.namespace, builder.name, err)
+        return {}
+    mode = builder.spec.tls.mode
+    tls = (
+        None
+        if mode == "disabled"
+        else secret_data(live.get(("Secret", names.client_secret)))
+        if mode == "auto"
+        else {}
+    )
+    found, unknown = activity_targets(
+        daemons,
+        addresses,
+        port=PORT,
+        tls=tls,
+        server_name=f"{names.service}.{builder.namespace}.svc",
+    )
+    answers = {**unknown, **gather(found)}
+    log.info("%s/%s: activity %s", builder.namespace, builder.name, describe(answers))
+    return answers
 
 
 def _independent(action: Action) -> bool:
@@ -420,6 +490,8 @@ def _requeue(
 ) -> float | None:
     if the_plan.actions or the_plan.waiting:
         return SETTLE_DELAY
+    if the_plan.held:
+        return IDLE_CHECK
     if user_secret:
         return USER_SECRET_CHECK
     if the_plan.conflicts:

@@ -12,7 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from .daemons import Daemon
-from .model import Builder, BuilderStatus, Condition, DaemonStatus, Phase, PoolStatus
+from .model import (
+    Builder,
+    BuilderStatus,
+    Condition,
+    DaemonStatus,
+    Phase,
+    PoolStatus,
+    WaitingDaemon,
+)
 from .names import ChildNames
 from .plan import WORKLOAD_KIND, Plan
 
@@ -124,7 +132,10 @@ def compute_status(
     problems = [f"{d.name}: {d.problem}" for d in daemons if d.problem and d.problem != "absent"]
     rolling = [d.name for d in daemons if d.rolling]
     workload_changes = [a for a in plan.actions if a.kind == WORKLOAD_KIND]
-    progressing = bool(rolling or workload_changes or plan.waiting) and not plan.missing
+    progressing = (
+        bool(rolling or workload_changes or plan.waiting or plan.held) and not plan.missing
+    )
+    holds = [f"{h.daemon} ({h.what}): {h.why}" for h in plan.held]
 
     phase: Phase
     if invalid:
@@ -165,6 +176,9 @@ def compute_status(
     elif problems:
         phase, reason = "Degraded", "RolloutFailed"
         message = f"{ready}/{desired} daemons ready; {_listing(problems, 2)}"
+    elif progressing and not (rolling or workload_changes or plan.waiting):
+        phase, reason = "Pending", "WaitingForIdle"
+        message = f"{ready}/{desired} daemons run the current spec; {_listing(holds, 3)}"
     elif progressing:
         phase, reason = "Pending", "RollingOut"
         waiting = rolling or [a.name for a in workload_changes] or list(plan.waiting)
@@ -184,7 +198,13 @@ def compute_status(
         drift_reason = "NoRecreate" if spec.no_recreate else "CannotChangeInPlace"
     else:
         drift_reason = "CacheClaimKept" if plan.kept else "InSync"
-    if progressing:
+    if progressing and holds and not any(h.why.startswith("waits for") for h in plan.held):
+        progress_reason = "WaitingForIdle"
+        progress_message = (
+            f"{ready}/{desired} daemons run the current spec; held while building "
+            f"(at most drain.maxWaitSeconds={spec.drain.max_wait_seconds}s): " + _listing(holds, 3)
+        )
+    elif progressing:
         progress_reason = (
             "Recreating"
             if any(a.verb == "recreate" for a in workload_changes) or plan.waiting
@@ -194,6 +214,7 @@ def compute_status(
             f"{ready}/{desired} daemons run the current spec; "
             + _listing(rolling or [a.name for a in workload_changes] or list(plan.waiting))
             + " in progress"
+            + (f"; {_listing(holds, 3)}" if holds else "")
         )
     else:
         progress_reason, progress_message = "Complete", "every daemon runs the current spec"
@@ -252,6 +273,7 @@ def compute_status(
             for d in daemons
             if d.slot is not None
         ],
+        waiting_for_idle=_waiting_for_idle(plan, previous, now),
         conditions=conditions,
         applied_spec=dict(applied_spec) if applied_spec is not None else None,
     )
@@ -272,6 +294,23 @@ def _pools(builder: Builder, daemons: Sequence[DaemonState]) -> list[PoolStatus]
             )
         )
     return out
+
+
+def _waiting_for_idle(
+    plan: Plan, previous: Mapping[str, Any], now: datetime
+) -> list[WaitingDaemon]:
+    """The held changes, each with when it began to wait (kept from the last status)."""
+    since = {
+        entry.get("daemon"): entry.get("since") for entry in previous.get("waitingForIdle") or []
+    }
+    return [
+        WaitingDaemon(
+            daemon=h.daemon,
+            since=since.get(h.daemon) or _timestamp(now),
+            reason=f"{h.what} held: {h.why}",
+        )
+        for h in plan.held
+    ]
 
 
 def invalid_status(

@@ -168,6 +168,14 @@ specs = st.fixed_dictionaries(
         "tls": tls,
         "service": st.fixed_dictionaries({"type": st.sampled_from(["ClusterIP", "NodePort"])}),
         "noRecreate": st.booleans(),
+        "drain": st.fixed_dictionaries(
+            {},
+            optional={
+                "gracePeriodSeconds": st.sampled_from([0, 30, 600]),
+                "maxWaitSeconds": st.sampled_from([0, 60]),
+            },
+        ),
+        "metrics": st.fixed_dictionaries({"enabled": st.booleans()}),
     },
 )
 

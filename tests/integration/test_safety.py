@@ -149,6 +149,13 @@ def _foreign(kind: str, name: str) -> dict[str, Any]:
             "metadata": meta,
             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
         }
+    if kind == "PodDisruptionBudget":
+        return {
+            "apiVersion": "policy/v1",
+            "kind": kind,
+            "metadata": meta,
+            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "web"}}},
+        }
     if kind == "PersistentVolumeClaim":
         return {
             "apiVersion": "v1",
@@ -174,6 +181,13 @@ def _foreign(kind: str, name: str) -> dict[str, Any]:
     }
 
 
+def _writes_to(write: str, kind: str, name: str) -> bool:
+    """Whether an audited write went to this object (the Service and the
+    PodDisruptionBudget share a name)."""
+    plural = {"PodDisruptionBudget": "poddisruptionbudgets"}.get(kind, "")
+    return write.split("?")[0].endswith(f"{plural}/{name}" if plural else f"/{name}")
+
+
 @pytest.mark.parametrize(
     ("kind", "name"),
     [
@@ -184,6 +198,7 @@ def _foreign(kind: str, name: str) -> dict[str, Any]:
         ("Secret", "web-client-tls"),
         ("PersistentVolumeClaim", "web-cache-0"),
         ("Deployment", "web-0"),
+        ("PodDisruptionBudget", "web"),
     ],
 )
 def test_someone_elses_object_of_a_childs_name_is_never_touched(
@@ -216,7 +231,7 @@ def test_someone_elses_object_of_a_childs_name_is_never_touched(
     assert_at_rest(k, cluster, namespace, "web")
     after = get(k, kind, name, namespace)
     # Only the operator's writes count: a Deployment's own controller still writes its status.
-    assert not [w for w in writes_in(cluster, namespace, 0) if w.split("?")[0].endswith(f"/{name}")]
+    assert not [w for w in writes_in(cluster, namespace, 0) if _writes_to(w, kind, name)]
     assert after["metadata"].get("labels") == before["metadata"].get("labels")
     assert not after["metadata"].get("ownerReferences")
     assert after.get("spec", after.get("data")) == before.get("spec", before.get("data"))
@@ -227,7 +242,7 @@ def test_someone_elses_object_of_a_childs_name_is_never_touched(
     )
     kept = get(k, kind, name, namespace)
     assert kept["metadata"]["uid"] == before["metadata"]["uid"]
-    assert not [w for w in writes_in(cluster, namespace, 0) if w.split("?")[0].endswith(f"/{name}")]
+    assert not [w for w in writes_in(cluster, namespace, 0) if _writes_to(w, kind, name)]
 
 
 # --- 4: a retained cache survives re-creation with a smaller size or another class --------

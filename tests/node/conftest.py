@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 for extra in (REPO / "tests" / "e2e", REPO / "tests" / "integration"):
@@ -41,7 +42,7 @@ from node_helpers import (  # noqa: E402
 from operator_process import OperatorProcess, operator_binary  # noqa: E402
 
 from cluster import Api, LocalCluster  # noqa: E402
-from node import LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
+from node import APISERVER_PORT, LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
 
 HACK = REPO / "hack"
 
@@ -177,10 +178,20 @@ def node_crd(node_cluster: LocalCluster) -> None:
 def node_operator(
     node: LocalNode, node_crd: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
+    """The operator as a host process in the node's network namespace, as it would run in a
+    pod: it reaches the daemons' pod IPs (to ask whether they build) and the API server
+    through the node's forwarder (127.0.0.1:6443)."""
     assert node.cluster is not None
-    log = tmp_path_factory.mktemp("node-operator") / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(node.cluster.kubeconfig)}
-    proc = OperatorProcess([str(operator_binary()), "run", "--all-namespaces"], env, log).start()
+    directory = tmp_path_factory.mktemp("node-operator")
+    log = directory / "operator.log"
+    kubeconfig = yaml.safe_load(node.cluster.kubeconfig.read_text())
+    for entry in kubeconfig["clusters"]:
+        entry["cluster"]["server"] = f"https://127.0.0.1:{APISERVER_PORT}"
+    (directory / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    (directory / "kubeconfig").chmod(0o600)
+    env = {**os.environ, "KUBECONFIG": str(directory / "kubeconfig")}
+    command = [*node.exec_prefix, str(operator_binary()), "run", "--all-namespaces"]
+    proc = OperatorProcess(command, env, log).start()
     try:
         yield proc
     finally:

@@ -91,6 +91,7 @@ def test_render_example_prints_every_child() -> None:
         # headless: every daemon's own name (team-a-0.team-a-f3ec5513.ci.svc); users'
         # configuration may hold it, so it must never change
         ("Service", "team-a-f3ec5513"),
+        ("PodDisruptionBudget", "team-a"),
     ]
     # The same objects the library renders (certificates aside, which are new each time).
     builders = load_builders([str(EXAMPLE)], "default")
@@ -104,7 +105,7 @@ def test_render_example_prints_every_child() -> None:
             assert got == want
     for doc in docs:
         assert doc["metadata"]["namespace"] == "ci"
-        assert doc["apiVersion"] in ("v1", "apps/v1")
+        assert doc["apiVersion"] in ("v1", "apps/v1", "policy/v1")
     # buildkitd.toml is printed readable, as a block.
     assert "buildkitd.toml: |" in proc.stdout
     (config,) = [d for d in docs if d["kind"] == "ConfigMap"]

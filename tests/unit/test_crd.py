@@ -60,6 +60,9 @@ CONTRACT_FIELDS = [
     "service.type",
     "noCreate",
     "noRecreate",
+    "drain",
+    "drain.gracePeriodSeconds",
+    "drain.maxWaitSeconds",
 ]
 
 CONTRACT_TYPES = {
@@ -91,6 +94,8 @@ CONTRACT_TYPES = {
     "service.type": "string",
     "noCreate": "boolean",
     "noRecreate": "boolean",
+    "drain.gracePeriodSeconds": "integer",
+    "drain.maxWaitSeconds": "integer",
 }
 
 CONTRACT_DEFAULTS = {
@@ -102,6 +107,7 @@ CONTRACT_DEFAULTS = {
     "service.type": "ClusterIP",
     "noCreate": False,
     "noRecreate": False,
+    "drain.gracePeriodSeconds": 600,
 }
 
 CONTRACT_ENUMS = {

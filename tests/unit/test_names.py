@@ -269,6 +269,7 @@ NAME_CHECK = {
     "ConfigMap": is_dns_subdomain,
     "Secret": is_dns_subdomain,
     "PersistentVolumeClaim": is_dns_subdomain,
+    "PodDisruptionBudget": is_dns_subdomain,
 }
 
 

@@ -201,14 +201,19 @@ def _deployment(idle_since: str | None = None, available: datetime = NOW) -> dic
 
 def test_an_activity_that_cannot_be_judged_never_sleeps() -> None:
     later = NOW + timedelta(days=30)
-    since, _ = decide(
-        timeout=TIMEOUT, deployment=_deployment(), activity=None, wake_requested=None, now=later
-    )
-    assert since is None
+    for unknown in (None, Activity(None, None, "10.0.0.7:1234: UNAVAILABLE")):
+        since, _ = decide(
+            timeout=TIMEOUT,
+            deployment=_deployment(),
+            activity=unknown,
+            wake_requested=None,
+            now=later,
+        )
+        assert since is None
 
 
 def test_a_daemon_building_never_sleeps() -> None:
-    busy = Activity(building=True, last_build=NOW - timedelta(days=1))
+    busy = Activity(in_flight=1, last_build=NOW - timedelta(days=1))
     since, _ = decide(
         timeout=TIMEOUT, deployment=_deployment(), activity=busy, wake_requested=None, now=NOW
     )
@@ -216,7 +221,7 @@ def test_a_daemon_building_never_sleeps() -> None:
 
 
 def test_a_daemon_idle_for_the_timeout_sleeps_and_a_wake_request_starts_it() -> None:
-    quiet = Activity(building=False, last_build=NOW)
+    quiet = Activity(in_flight=0, last_build=NOW)
     since, again = decide(
         timeout=TIMEOUT, deployment=_deployment(), activity=quiet, wake_requested=None, now=NOW
     )

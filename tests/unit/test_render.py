@@ -346,7 +346,11 @@ def test_probes_ask_buildctl_for_workers_on_the_unix_socket(rootless: bool) -> N
     (socket,) = [a for a in flag_values(c["args"], "--addr") if a.startswith("unix://")]
     for probe in ("readinessProbe", "livenessProbe"):
         command = c[probe]["exec"]["command"]
-        assert command == ["buildctl", "--addr", socket, "debug", "workers"], probe
+        # Ended by `timeout` before the kubelet gives up on it: no probe process outlives
+        # its probe, even when the daemon never answers.
+        assert command[:3] == ["timeout", "-s", "KILL"], probe
+        assert int(command[3]) < c[probe]["timeoutSeconds"], probe
+        assert command[4:] == ["buildctl", "--addr", socket, "debug", "workers"], probe
 
 
 def test_config_map_is_mounted_where_config_points() -> None:
@@ -649,6 +653,7 @@ def test_all_children_of_tls_auto() -> None:
             ("Deployment", "team-a-1"),
             ("Service", "team-a"),
             ("Service", "team-a-f3ec5513"),  # headless: the daemons' own names
+            ("PodDisruptionBudget", "team-a"),
         ]
     )
 

@@ -146,6 +146,15 @@ namespace) and the per-namespace Roles (watchNamespaces).
 - apiGroups: [""]
   resources: ["services", "configmaps", "secrets", "persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The addresses of a Builder's daemons, to ask a daemon whether it is building before a
+# change stops it: the endpoints of its Service (addresses only; the pods themselves, whose
+# specs may hold other workloads' secrets, are not read).
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list"]
 # One Event per action taken, on the Builder (core Events, only ever created).
 - apiGroups: [""]
   resources: ["events"]

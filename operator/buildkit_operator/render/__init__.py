@@ -9,6 +9,7 @@ from ..daemons import daemons
 from ..model import Builder
 from ..tls import TLSBundle
 from .config import buildkitd_toml, config_hash
+from .disruption import disruption_budget
 from .secrets import server_sans, tls_hash, tls_secrets
 from .service import config_map, daemons_service, pool_services, service
 from .storage import cache_claims
@@ -53,4 +54,5 @@ def render_builder(
         for daemon in daemons(builder)
     ]
     objects += [service(builder), daemons_service(builder), *pool_services(builder)]
+    objects.append(disruption_budget(builder))
     return objects

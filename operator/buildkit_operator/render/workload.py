@@ -28,6 +28,15 @@ from .service import PORT, PORT_NAME
 CONFIG_DIR = "/etc/buildkit"
 CERTS_DIR = "/certs"
 ROOTLESS_UID = 1000
+METRICS_PORT = 6060
+METRICS_PORT_NAME = "metrics"
+# Seconds buildkitd gets to shut down after its preStop hook: the grace period covers both.
+SHUTDOWN_SECONDS = 30
+# How long a daemon that failed its liveness probe gets to stop before it is killed.
+WEDGED_SECONDS = 10
+# One buildctl call of a probe or of the preStop hook; `timeout` ends a call a wedged daemon
+# never answers before the kubelet gives up on it, so no probe process is left behind.
+CALL_SECONDS = 4
 
 
 @dataclass(frozen=True)
@@ -78,17 +87,42 @@ def buildkitd_args(builder: Builder, daemon: Daemon | None = None) -> list[str]:
         args.append("--oci-worker-no-process-sandbox")
     if daemon is not None and daemon.pool is not None and not builder.spec.buildkitd.platforms:
         args += ["--oci-worker-platform", daemon.pool.platform]
+    if builder.spec.metrics.enabled:
+        args += ["--debugaddr", f"0.0.0.0:{METRICS_PORT}"]
     return args + list(builder.spec.buildkitd.args)
 
 
-def _probe(builder: Builder, *, initial_delay: int) -> dict[str, Any]:
+def _buildctl(builder: Builder, *command: str) -> list[str]:
+    """A buildctl call on the daemon's own socket that ends within CALL_SECONDS."""
+    return [
+        "timeout", "-s", "KILL", str(CALL_SECONDS),
+        "buildctl", "--addr", layout(builder).socket, *command,
+    ]  # fmt: skip
+
+
+def _probe(builder: Builder, *, period: int, failures: int) -> dict[str, Any]:
+    """Asks the daemon for its workers over its control API: a daemon that is wedged (or
+    stopped) does not answer, and the probe fails within CALL_SECONDS."""
     return {
-        "exec": {"command": ["buildctl", "--addr", layout(builder).socket, "debug", "workers"]},
-        "initialDelaySeconds": initial_delay,
-        "periodSeconds": 30,
-        "timeoutSeconds": 10,
-        "failureThreshold": 3,
+        "exec": {"command": _buildctl(builder, "debug", "workers")},
+        "initialDelaySeconds": 5,
+        "periodSeconds": period,
+        "timeoutSeconds": CALL_SECONDS + 1,
+        "failureThreshold": failures,
     }
+
+
+def drain_script(builder: Builder) -> str:
+    """The preStop hook: wait while the daemon has builds in flight, at most
+    drain.gracePeriodSeconds. Builds in flight are BuildKit's own records of them (the
+    STARTED events of its build history); a daemon that does not answer has none to lose."""
+    history = " ".join(_buildctl(builder, "debug", "histories", "--format", "'{{.Type}}'"))
+    return (
+        f"end=$(( $(date +%s) + {builder.spec.drain.grace_period_seconds} )); "
+        f'while [ "$(date +%s)" -lt "$end" ]; do '
+        f'[ "$({history} 2>/dev/null | grep -c STARTED)" = 0 ] && exit 0; '
+        "sleep 2; done"
+    )
 
 
 def _security_context(builder: Builder) -> dict[str, Any]:
@@ -152,11 +186,21 @@ def _pod_spec(builder: Builder, daemon: Daemon) -> dict[str, Any]:
         "image": spec.effective_image,
         "args": buildkitd_args(builder, daemon),
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
-        "readinessProbe": _probe(builder, initial_delay=5),
-        "livenessProbe": _probe(builder, initial_delay=15),
+        "readinessProbe": _probe(builder, period=10, failures=2),
+        "livenessProbe": {
+            **_probe(builder, period=20, failures=3),
+            # A wedged daemon has no build to drain: restart it without waiting out the
+            # grace period meant for builds.
+            "terminationGracePeriodSeconds": WEDGED_SECONDS,
+        },
+        "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", drain_script(builder)]}}},
         "securityContext": _security_context(builder),
         "volumeMounts": mounts,
     }
+    if spec.metrics.enabled:
+        container["ports"].append(
+            {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}
+        )
     resources = daemon.pool.resources if daemon.pool and daemon.pool.resources else spec.resources
     if resources is not None:
         container["resources"] = resources.model_dump(exclude_defaults=True)
@@ -165,6 +209,8 @@ def _pod_spec(builder: Builder, daemon: Daemon) -> dict[str, Any]:
         # With the headless Service of this name, <hostname>.<subdomain>.<ns>.svc resolves
         # to this daemon alone, which the server certificate covers.
         "subdomain": names.daemons_service,
+        # The preStop hook's drain, then buildkitd's own shutdown.
+        "terminationGracePeriodSeconds": spec.drain.grace_period_seconds + SHUTDOWN_SECONDS,
         # buildkitd talks to registries, not to the Kubernetes API.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -218,6 +264,14 @@ def deployment(
     if daemon.pool is not None:
         labels[LABEL_POOL] = pool_slug(daemon.pool.platform)
     annotations = {**spec.pod_annotations, ANNOTATION_CONFIG_HASH: config_hash}
+    if spec.metrics.enabled:
+        annotations.update(
+            {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(METRICS_PORT),
+                "prometheus.io/path": "/metrics",
+            }
+        )
     if tls_hash:
         annotations[ANNOTATION_TLS_HASH] = tls_hash
     meta = object_meta(builder, ChildNames(builder.name).daemon(daemon.id), labels)
