@@ -43,6 +43,12 @@ def idle_since(deployment: Mapping[str, Any] | None) -> datetime | None:
     return parse_time(annotations.get(ANNOTATION_IDLE_SINCE))
 
 
+def sleeping(deployment: Mapping[str, Any] | None, wake_requested: datetime | None) -> bool:
+    """Asleep, and no wake asked for since."""
+    slept = idle_since(deployment)
+    return slept is not None and (wake_requested is None or wake_requested < slept)
+
+
 def _started(deployment: Mapping[str, Any] | None) -> datetime | None:
     """When the daemon's current pods were last (re)started: the Deployment's Available
     condition turning true, or its creation."""
@@ -66,11 +72,8 @@ def decide(
     at again, or None)."""
     if timeout is None or deployment is None:
         return None, None
-    slept = idle_since(deployment)
-    if slept is not None:
-        if wake_requested is not None and wake_requested >= slept:
-            return None, timeout.total_seconds()
-        return slept, None
+    if sleeping(deployment, wake_requested):
+        return idle_since(deployment), None
     if activity is None or not activity.known or activity.building:
         return None, timeout.total_seconds()  # cannot judge, or busy: look again later
     moments = [activity.last_build, wake_requested, _started(deployment)]

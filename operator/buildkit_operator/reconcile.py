@@ -352,7 +352,9 @@ def _asleep(
     soonest: float | None = None
     slots = {names.daemon(d.id): d for d in daemon_slots(builder)}
     # Only daemons that run are asked (a sleeping one has no pod, and waits for a wake).
-    awake = [name for name in slots if idle.idle_since(live.get((WORKLOAD_KIND, name))) is None]
+    awake = [
+        name for name in slots if not idle.sleeping(live.get((WORKLOAD_KIND, name)), wake_requested)
+    ]
     answers = _activity(kube, builder, live, awake) if awake else {}
     for name, daemon in slots.items():
         deployment = live.get((WORKLOAD_KIND, name))

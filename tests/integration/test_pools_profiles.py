@@ -22,6 +22,7 @@ from harness import (
     get,
     pods_of,
     wait_phase,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -216,9 +217,12 @@ def test_a_daemon_whose_idleness_cannot_be_judged_is_never_put_to_sleep(
     assert len(pods_of(k, namespace, "sleepy")) == 1
 
 
-def test_a_builder_user_may_ask_for_a_wake(k: Kubectl, namespace: str, cluster: Any) -> None:
+def test_a_builder_user_wakes_a_sleeping_daemon(k: Kubectl, namespace: str, cluster: Any) -> None:
     """Waking is an annotation on the Builder: a user who may edit Builders (and read their
-    client Secret) needs nothing more."""
+    client Secret) needs nothing more, and the operator starts the daemon. kwok's daemons
+    cannot be asked whether they build, so the operator never puts one to sleep here: the
+    test writes the sleep the operator writes on the real node (tests/node), replicas 0 and
+    the idle-since annotation, and the operator keeps it until the wake."""
     user = f"builder-user-{namespace}"
     k.apply(
         {
@@ -242,14 +246,31 @@ def test_a_builder_user_may_ask_for_a_wake(k: Kubectl, namespace: str, cluster: 
     kubeconfig = cluster.client_kubeconfig(user)
     k.apply(builder("w", namespace, cache=EPHEMERAL, idleTimeout="1h"))
     wait_phase(k, "w", namespace, "Ready")
+    slept = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    k("annotate", "deployment", "w-0", "-n", namespace, f"buildkit.dev/idle-since={slept}")
+    k("scale", "deployment", "w-0", "-n", namespace, "--replicas=0")
+
+    def asleep() -> bool:
+        status = get(k, "builder", "w", namespace).get("status") or {}
+        return [d["idle"] for d in status.get("daemons") or []] == [True] and not pods_of(
+            k, namespace, "w"
+        )
+
+    wait_until("the daemon asleep and shown Idle", asleep)
+    obj = get(k, "builder", "w", namespace)
+    assert obj["status"]["phase"] == "Ready", obj["status"]
+    assert get(k, "deployment", "w-0", namespace)["spec"]["replicas"] == 0
+
     proc = subprocess.run(
         [str(OPERATOR_BIN), "wake", "w", "-n", namespace, "--kubeconfig", str(kubeconfig)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+    assert "awake after" in proc.stderr, proc.stderr
     annotations = get(k, "builder", "w", namespace)["metadata"].get("annotations") or {}
     assert "buildkit.dev/wake" in annotations, annotations
-    assert "awake after" in proc.stderr, proc.stderr
-    assert get(k, "builder", "w", namespace)["status"]["phase"] == "Ready"
+    assert get(k, "deployment", "w-0", namespace)["spec"]["replicas"] == 1
+    status = get(k, "builder", "w", namespace)["status"]
+    assert [(d["ready"], d["idle"]) for d in status["daemons"]] == [(True, False)]
