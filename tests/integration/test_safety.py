@@ -184,8 +184,8 @@ def _foreign(kind: str, name: str) -> dict[str, Any]:
 def _writes_to(write: str, kind: str, name: str) -> bool:
     """Whether an audited write went to this object (the Service and the
     PodDisruptionBudget share a name)."""
-    plural = {"PodDisruptionBudget": "poddisruptionbudgets"}.get(kind, "")
-    return write.split("?")[0].endswith(f"{plural}/{name}" if plural else f"/{name}")
+    plural = f"{kind.lower()}s" if kind != "PodDisruptionBudget" else "poddisruptionbudgets"
+    return write.split("?")[0].endswith(f"/{plural}/{name}")
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,18 @@ def _client(
     return client, printed
 
 
+def _reachable(client: NodeBuildctl) -> NodeBuildctl:
+    """Wait until the daemon answers at the client's address: a Service (or a pod) that
+    just became ready takes kube-proxy a moment to program."""
+    wait_for(
+        lambda: client.run("debug", "workers", check=False).returncode == 0,
+        f"buildkitd answering at {client.address}",
+        60,
+        interval=1,
+    )
+    return client
+
+
 def _pod_ip(api: Api, namespace: str, daemon: str) -> str:
     pods = api.get(f"/api/v1/namespaces/{namespace}/pods")["items"]
     (pod,) = [
@@ -124,6 +136,7 @@ def test_a_pool_builds_natively_and_each_daemon_name_verifies(
         node, buildctl_bin, lines[0], f"tcp://{_service_ip(api, node_namespace, service)}:1234"
     )
     assert printed == amd64["endpoint"]
+    _reachable(client)
     workers = json.loads(client.run("debug", "workers", "--format", "{{json .}}").stdout)
     platforms = {(p["os"], p["architecture"]) for w in workers for p in w["platforms"]}
     assert platforms == {("linux", "amd64")}, workers
@@ -191,6 +204,7 @@ def test_an_idle_builder_sleeps_keeps_its_cache_and_wakes_on_connect(
         out = _connect(node, node_namespace, name, tmp_path / label)
         line = next(x for x in out.splitlines() if x.startswith("buildctl "))
         client, _ = _client(node, buildctl_bin, line, f"tcp://{service_ip}:1234")
+        _reachable(client)
         dest = tmp_path / f"{label}.tar"
         result = client.build(
             inputs.context, f"type=oci,dest={dest}", opts=inputs.opts, locals_=inputs.locals_
@@ -253,6 +267,7 @@ def test_a_daemon_with_a_build_in_flight_is_not_put_to_sleep(
     line = next(x for x in out.splitlines() if x.startswith("buildctl "))
     ip = _service_ip(api, node_namespace, ChildNames(name).service)
     client, _ = _client(node, buildctl_bin, line, f"tcp://{ip}:1234")
+    _reachable(client)
     results: list[Any] = []
     thread = threading.Thread(
         target=lambda: results.append(
