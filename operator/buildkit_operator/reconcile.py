@@ -189,9 +189,14 @@ def _last_applied(obj: Mapping[str, Any], defaults: Defaults) -> Builder | None:
         return None
 
 
-def _running_tls_hash(live: Mapping[tuple[str, str], Mapping[str, Any]], name: str) -> str | None:
+def _running_tls_hash(
+    live: Mapping[tuple[str, str], Mapping[str, Any]], builder: Builder
+) -> str | None:
     """The certificate checksum the running daemon was started with, to keep it as it is."""
-    dep = live.get((WORKLOAD_KIND, ChildNames(name).daemon(0))) or {}
+    slots = daemon_slots(builder)
+    first = ChildNames(builder.name).daemon(slots[0].id) if slots else None
+    dep = live.get((WORKLOAD_KIND, first)) if first else None
+    dep = dep or {}
     template = (dep.get("spec") or {}).get("template") or {}
     annotations = (template.get("metadata") or {}).get("annotations") or {}
     value = annotations.get(ANNOTATION_TLS_HASH)
@@ -241,7 +246,7 @@ def reconcile(
             builder, applied_spec = last, previous.get("appliedSpec")
             bundle, external_hash, tls_problem = _tls(kube, builder, live, now)
         if tls_problem:
-            external_hash = _running_tls_hash(live, name)
+            external_hash = _running_tls_hash(live, builder)
 
     asleep, idle_requeue = _asleep(kube, builder, obj, live, now)
     desired = render_builder(builder, bundle, external_tls_hash=external_hash, asleep=asleep)
