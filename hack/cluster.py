@@ -87,9 +87,12 @@ VOLUME_SIZE = "100Gi"
 VOLUME_LABEL = "buildkit-operator.dev/local-cluster-volume"
 
 # kube-controller-manager controllers: the workload, garbage collection, namespace, service
-# account and volume machinery the operator relies on (no node lifecycle: kwok nodes stay Ready).
+# account and volume machinery the operator relies on, and the disruption controller, which
+# keeps the PodDisruptionBudgets' counts that evictions (kubectl drain) go by (no node
+# lifecycle: kwok nodes stay Ready).
 CONTROLLERS = (
     "garbage-collector-controller",
+    "disruption-controller",
     "namespace-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",

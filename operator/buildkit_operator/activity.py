@@ -16,20 +16,27 @@ waits for its builds before it stops (see ``render/workload.py``).
 
 The interface, kept stable for its users (the roll planner, scale-to-zero):
 ``Activity`` (``in_flight``, ``last_build``, ``known``, ``building``, ``idle_for(now)``),
-``UNKNOWN``, ``Target`` and ``gather(targets)``.
+``UNKNOWN``, ``Target``, ``gather(targets)``, and ``daemon_activity`` for a Builder's daemons.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+import urllib3
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from kubernetes.client.exceptions import ApiException
+
+from .kube import Kube, secret_data
+from .model import Builder
+from .names import ChildNames
+from .render.service import PORT
 
 log = logging.getLogger(__name__)
 
@@ -265,3 +272,37 @@ def describe(activity: Mapping[str, Activity]) -> dict[str, str]:
         else:
             out[daemon] = "idle"
     return out
+
+
+def daemon_activity(
+    kube: Kube,
+    builder: Builder,
+    live: Mapping[tuple[str, str], Mapping[str, Any]],
+    daemons: Sequence[str],
+) -> dict[str, Activity]:
+    """Ask the daemons a change would stop whether they are building (at most about
+    activity.TIMEOUT); the ones that cannot be asked are left unknown."""
+    names = ChildNames(builder.name)
+    try:
+        addresses = kube.daemon_addresses(builder.namespace, names.service)
+    except (ApiException, OSError, urllib3.exceptions.HTTPError) as err:
+        log.info("%s/%s: no daemon addresses: %s", builder.namespace, builder.name, err)
+        return {}
+    mode = builder.spec.tls.mode
+    tls = (
+        None
+        if mode == "disabled"
+        else secret_data(live.get(("Secret", names.client_secret)))
+        if mode == "auto"
+        else {}
+    )
+    found, unknown = targets(
+        daemons,
+        addresses,
+        port=PORT,
+        tls=tls,
+        server_name=f"{names.service}.{builder.namespace}.svc",
+    )
+    answers = {**unknown, **gather(found)}
+    log.info("%s/%s: activity %s", builder.namespace, builder.name, describe(answers))
+    return answers

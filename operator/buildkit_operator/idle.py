@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .activity import Activity
+if TYPE_CHECKING:  # activity.py reaches render/, which reads this module's names
+    from .activity import Activity
 
 ANNOTATION_IDLE_SINCE = "buildkit.dev/idle-since"
 ANNOTATION_WAKE = "buildkit.dev/wake"

@@ -18,7 +18,7 @@ honoured here and nowhere else:
 - A change that stops a daemon (a roll of its pod template, a recreate, a removal) waits
   while that daemon is building, and while another daemon of the Builder is still rolling:
   daemons are stopped one at a time and never mid-build, each wait bounded by
-  ``drain.maxWaitSeconds`` (see ``_hold_disruptions``). What a daemon is doing comes in as
+  ``drain.maxWaitSeconds`` (see ``holds.py``). What a daemon is doing comes in as
   ``activity`` (``activity.py``); a daemon that could not be asked counts as idle, since its
   preStop hook still waits for its builds.
 
@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from .activity import Activity
 from .drift import Schema, default_schema, object_differences, stale_fields
+from .holds import Held, hold_disruptions, stops_daemon
 from .model import API_VERSION, KIND, BuilderSpec, quantity_bytes
 from .names import (
     ANNOTATION_TLS_HASH,
@@ -79,15 +80,6 @@ class Action:
     @property
     def key(self) -> Key:
         return (self.kind, self.name)
-
-
-@dataclass(frozen=True)
-class Held:
-    """A change to daemon ``daemon`` held back: ``what`` would stop it, ``why`` it waits."""
-
-    daemon: str
-    what: str
-    why: str
 
 
 @dataclass(frozen=True)
@@ -301,7 +293,7 @@ def plan(
             continue
         actions.append(Action("delete", kind, name, have, "no longer in the spec"))
 
-    disruptive = tuple(a.name for a in actions if _stops_daemon(a))
+    disruptive = tuple(a.name for a in actions if stops_daemon(a))
     # The daemons this Builder runs (its own, or adopted under noCreate), to see which are
     # still rolling.
     running = {
@@ -310,7 +302,7 @@ def plan(
         if kind == WORKLOAD_KIND
         and (whose(have) == "ours" or (spec.no_create and (kind, name) in desired_keys))
     }
-    actions, held = _hold_disruptions(
+    actions, held = hold_disruptions(
         spec, actions, running, activity or {}, held_since or {}, now, waiting
     )
     return Plan(
@@ -323,93 +315,6 @@ def plan(
         tuple(held),
         disruptive,
     )
-
-
-def _stops_daemon(action: Action) -> bool:
-    """Whether carrying out ``action`` stops a running daemon: a recreate, a removal, or a
-    change of the pod template (which the Deployment rolls out by replacing the pod)."""
-    if action.kind != WORKLOAD_KIND or action.verb == "create":
-        return False
-    if action.verb == "patch":
-        return any(
-            _under(path, ("spec.template",))
-            for path in action.reason.removeprefix("adopted: ").split(", ")
-        )
-    return True
-
-
-def _settled(deployment: Mapping[str, Any]) -> bool:
-    """A workload whose pods all run its current template and are ready."""
-    meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
-    want = (deployment.get("spec") or {}).get("replicas", 1)
-    return (
-        not meta.get("deletionTimestamp")
-        and status.get("observedGeneration", 0) >= meta.get("generation", 1)
-        and status.get("updatedReplicas", 0) >= want
-        and status.get("readyReplicas", 0) >= want
-        and not status.get("unavailableReplicas")
-    )
-
-
-def _hold_disruptions(
-    spec: BuilderSpec,
-    actions: list[Action],
-    workloads: Mapping[str, Mapping[str, Any]],
-    activity: Mapping[str, Activity],
-    held_since: Mapping[str, datetime],
-    now: datetime | None,
-    waiting: list[str],
-) -> tuple[list[Action], list[Held]]:
-    """Let through at most one change that stops a daemon, and only to an idle daemon
-    while every other daemon runs settled; hold the rest. A hold ends after
-    drain.maxWaitSeconds (then the change goes ahead and the daemon's preStop hook drains
-    it): a daemon that is never idle, or another that never settles, cannot hold the
-    Builder's changes for ever."""
-    stopping = [a for a in actions if _stops_daemon(a)]
-    if not stopping:
-        return actions, []
-    max_wait = spec.drain.max_wait_seconds
-    stopped = {a.name for a in stopping}
-    unsettled = sorted(
-        name for name, have in workloads.items() if name not in stopped and not _settled(have)
-    )
-    if any(w.startswith(f"{WORKLOAD_KIND} ") for w in waiting):
-        unsettled.append("a daemon being deleted")
-    let_through: Action | None = None
-    held: list[Held] = []
-    for action in sorted(stopping, key=lambda a: _daemon_order(a.name)):
-        since = held_since.get(action.name)
-        overdue = max_wait == 0 or (
-            since is not None and now is not None and (now - since).total_seconds() >= max_wait
-        )
-        blockers = [let_through.name] if let_through is not None else unsettled
-        state = activity.get(action.name)
-        if blockers and not overdue:
-            why = f"waits for {', '.join(blockers)} to finish its roll (one daemon at a time)"
-        elif state is not None and state.building and not overdue:
-            why = f"{state.in_flight} build(s) in flight"
-        else:
-            let_through = let_through or action
-            continue
-        held.append(Held(action.name, _what_stops(action), why))
-    allowed = {a.name for a in stopping} - {h.daemon for h in held}
-    kept = [a for a in actions if not _stops_daemon(a) or a.name in allowed]
-    return kept, held
-
-
-def _daemon_order(name: str) -> tuple[int, str]:
-    index = name.rsplit("-", 1)[-1]
-    return (int(index), name) if index.isdigit() else (1 << 30, name)
-
-
-def _what_stops(action: Action) -> str:
-    if action.verb == "recreate":
-        return "recreate"
-    if action.verb == "delete":
-        return "removal"
-    if action.verb == "roll":
-        return "roll onto a renewed certificate"
-    return "roll"
 
 
 def _under_any(paths: Iterable[str], prefixes: Iterable[str]) -> bool:

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from . import idle
-from .activity import Activity, describe, gather
-from .activity import targets as activity_targets
+from .activity import Activity, daemon_activity
 from .daemons import daemons as daemon_slots
 from .defaults import DEFAULTS, Defaults, effective_status
 from .idle import ANNOTATION_WAKE, format_time, parse_time
@@ -35,7 +33,6 @@ from .plan import WORKLOAD_KIND, Action, Plan, plan
 from .render import render_builder, server_sans
 from .render.config import unknown_keys
 from .render.secrets import tls_hash
-from .render.service import PORT
 from .status import compute_status, daemon_state, invalid_status
 from .tls import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
 
@@ -270,7 +267,7 @@ def reconcile(
     if the_plan.disruptive:
         # Only a change that would stop a daemon asks the daemons what they do: a Builder
         # at rest asks nothing.
-        the_plan = planned(_activity(kube, builder, live, the_plan.disruptive))
+        the_plan = planned(daemon_activity(kube, builder, live, the_plan.disruptive))
 
     done: list[Action] = []
     errors: list[str] = []
@@ -360,7 +357,7 @@ def _asleep(
     awake = [
         name for name in slots if not idle.sleeping(live.get((WORKLOAD_KIND, name)), wake_requested)
     ]
-    answers = _activity(kube, builder, live, awake) if awake else {}
+    answers = daemon_activity(kube, builder, live, awake) if awake else {}
     for name, daemon in slots.items():
         deployment = live.get((WORKLOAD_KIND, name))
         since, again = idle.decide(
@@ -387,40 +384,6 @@ def _held_since(previous: Mapping[str, Any]) -> dict[str, datetime]:
             continue
         since[str(entry.get("daemon"))] = when
     return since
-
-
-def _activity(
-    kube: Kube,
-    builder: Builder,
-    live: Mapping[tuple[str, str], Mapping[str, Any]],
-    daemons: Sequence[str],
-) -> dict[str, Activity]:
-    """Ask the daemons a change would stop whether they are building (at most about
-    activity.TIMEOUT); the ones that cannot be asked are left unknown."""
-    names = ChildNames(builder.name)
-    try:
-        addresses = kube.daemon_addresses(builder.namespace, names.service)
-    except (ApiException, OSError, urllib3.exceptions.HTTPError) as err:
-        log.info("%s/%s: no daemon addresses: %s", builder.namespace, builder.name, err)
-        return {}
-    mode = builder.spec.tls.mode
-    tls = (
-        None
-        if mode == "disabled"
-        else secret_data(live.get(("Secret", names.client_secret)))
-        if mode == "auto"
-        else {}
-    )
-    found, unknown = activity_targets(
-        daemons,
-        addresses,
-        port=PORT,
-        tls=tls,
-        server_name=f"{names.service}.{builder.namespace}.svc",
-    )
-    answers = {**unknown, **gather(found)}
-    log.info("%s/%s: activity %s", builder.namespace, builder.name, describe(answers))
-    return answers
 
 
 def _independent(action: Action) -> bool:

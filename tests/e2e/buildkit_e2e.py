@@ -521,21 +521,32 @@ class Daemon:
         if "exec" not in probe:
             raise HarnessError(f"the buildkitd container has no exec {kind}: {probe}")
         command = [self._map_arg(a) for a in probe["exec"]["command"]]
-        if "/" not in command[0]:
-            command[0] = str(self.bin_dir / command[0])
+        return self._run_in_container(command, timeout=probe.get("timeoutSeconds", 10) + 20)
+
+    def run_pre_stop(self, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The container's preStop hook (a shell script), as the kubelet runs it."""
+        hook = ((self.container.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}
+        if not hook:
+            raise HarnessError(f"the buildkitd container has no exec preStop hook: {hook}")
+        command = [
+            re.sub(r"unix://\S+", lambda m: self._map_arg(m.group(0)), a) for a in hook["command"]
+        ]
+        return self._run_in_container(command, timeout=timeout)
+
+    def _run_in_container(
+        self, command: list[str], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        """``command`` as the container's user, with the image's buildctl."""
+        command = [str(self.bin_dir / a) if a == "buildctl" else a for a in command]
         user = (self.container.get("securityContext") or {}).get("runAsUser")
         if user is not None:
             group = (self.container.get("securityContext") or {}).get("runAsGroup", user)
             setpriv = ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", "--"]
             command = [*setpriv, *command]
         _, env = self.command()
+        env = {**env, "PATH": f"{self.bin_dir}:{env.get('PATH', os.defpath)}"}
         return subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=probe.get("timeoutSeconds", 10) + 20,
-            check=False,
+            command, capture_output=True, text=True, env=env, timeout=timeout, check=False
         )
 
     def plaintext_client(self) -> Buildctl:

@@ -109,7 +109,7 @@ def pods_of(k: Kubectl, ns: str, builder_name: str) -> list[dict[str, Any]]:
 
 
 def children(
-    k: Kubectl, ns: str, kinds: str = "deployments,services,configmaps,secrets,pvc"
+    k: Kubectl, ns: str, kinds: str = "deployments,services,configmaps,secrets,pvc,pdb"
 ) -> dict[str, dict[str, Any]]:
     items = k.json("get", kinds, "-n", ns, "-l", MANAGED)["items"]
     return {f"{i['kind']}/{i['metadata']['name']}": i for i in items}

@@ -157,6 +157,7 @@ def test_plain_manifests_pass_a_server_side_dry_run(kubectl: Any, namespace: str
             "serviceaccount/buildkit-operator",
             "clusterrole.rbac.authorization.k8s.io/buildkit-operator",
             "clusterrolebinding.rbac.authorization.k8s.io/buildkit-operator",
+            "service/buildkit-operator-metrics",
             "deployment.apps/buildkit-operator",
             "service/buildkit-operator-metrics",  # the operator's own metrics (port 9090)
             "validatingadmissionpolicy.admissionregistration.k8s.io/buildkit-operator-builders",

@@ -263,7 +263,7 @@ def test_delete_builder_removes_children(k: Kubectl, namespace: str, retain: boo
     k("delete", "builder", "gone", "-n", namespace, "--wait=true")
     wait_until(
         "the garbage collector to remove the children",
-        lambda: set(children(k, namespace, "deployments,services,configmaps,secrets")) == set(),
+        lambda: set(children(k, namespace, "deployments,services,configmaps,secrets,pdb")) == set(),
         timeout=60,
     )
     claims = lambda: sorted(  # noqa: E731
@@ -368,7 +368,7 @@ def test_restart_mid_creation_leaves_one_set_each(
         assert mine - headless == {
             f"Deployment/{name}-0", f"Service/{name}", f"ConfigMap/{name}-config",
             f"Secret/{name}-ca", f"Secret/{name}-server-tls", f"Secret/{name}-client-tls",
-            f"PersistentVolumeClaim/{name}-cache-0",
+            f"PersistentVolumeClaim/{name}-cache-0", f"PodDisruptionBudget/{name}",
         }, name  # fmt: skip
     replica_sets = k.json("get", "replicasets", "-n", namespace)["items"]
     assert len(replica_sets) == FLEET, "a Deployment was rolled or duplicated"

@@ -184,7 +184,7 @@ def _foreign(kind: str, name: str) -> dict[str, Any]:
 def _writes_to(write: str, kind: str, name: str) -> bool:
     """Whether an audited write went to this object (the Service and the
     PodDisruptionBudget share a name)."""
-    plural = f"{kind.lower()}s" if kind != "PodDisruptionBudget" else "poddisruptionbudgets"
+    plural = {"PodDisruptionBudget": "poddisruptionbudgets"}.get(kind, kind.lower() + "s")
     return write.split("?")[0].endswith(f"/{plural}/{name}")
 
 

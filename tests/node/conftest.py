@@ -41,7 +41,7 @@ from node_helpers import (  # noqa: E402
 )
 from operator_process import OperatorProcess, operator_binary  # noqa: E402
 
-from cluster import Api, LocalCluster  # noqa: E402
+from cluster import Api, LocalCluster, wait_for  # noqa: E402
 from node import APISERVER_PORT, LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
 
 HACK = REPO / "hack"
@@ -171,7 +171,15 @@ def node(
 def node_crd(node_cluster: LocalCluster) -> None:
     kubectl = node_cluster.kubectl()
     kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "builders.buildkit.dev.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
+    # Polled rather than `kubectl wait`, which fails outright when it reads the CRD before
+    # the API server has given it any condition.
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/builders.buildkit.dev"
+
+    def established() -> bool:
+        conditions = node_cluster.api.get(path).get("status", {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_for(established, "the Builder CRD Established", 60, interval=0.5)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,13 @@ class SlowBuild:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         self.started = time.monotonic()
+        # When the client saw the build end, taken as it happens (not when a test looks).
+        self.ended: float | None = None
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        self.process.wait()
+        self.ended = time.monotonic()
 
     def wait_in_flight(self) -> None:
         """Until the slow step runs on the daemon."""
@@ -118,7 +126,9 @@ class SlowBuild:
     def wait(self) -> float:
         """Wait for the end; the build must have succeeded with all its output."""
         self.process.wait(timeout=600)
-        ended = time.monotonic()
+        wait_for(lambda: self.ended is not None, "the build's end to be noted", 10)
+        assert self.ended is not None
+        ended = self.ended
         log = self.log.read_text(errors="replace")
         assert self.process.returncode == 0, log[-4000:]
         files = oci_image_files(self.out)
@@ -282,6 +292,9 @@ def test_a_node_drain_waits_for_the_build(
             "--delete-emptydir-data", "--timeout=300s", timeout=330,
         )  # fmt: skip
         drained = time.monotonic()
+        # The drain returns once the pod is gone, which its preStop hook held until the
+        # build ended.
+        assert slow_build.done, "the drain finished while the build was still running"
         ended = slow_build.wait()
     finally:
         kubectl("uncordon", node.name)

@@ -358,3 +358,25 @@ def test_dockerfile_matches_what_the_chart_expects(template: Any) -> None:
     }
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.MULTILINE)
     assert " ".join(copied).split() == ["pyproject.toml", "README.md", "operator/"]
+
+
+def test_metrics_service_selects_the_operator_and_the_monitor_selects_the_service(
+    template: Any,
+) -> None:
+    docs = template()
+    service = one(docs, "Service")
+    deployment = one(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert port["targetPort"] in [p["name"] for p in container["ports"]]
+    assert not of_kind(docs, "ServiceMonitor")
+    monitored = template("--set", "metrics.serviceMonitor.enabled=true")
+    monitor = one(monitored, "ServiceMonitor")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == port["name"]
+    disabled = template("--set", "metrics.enabled=false")
+    assert not of_kind(disabled, "Service") and not of_kind(disabled, "ServiceMonitor")
