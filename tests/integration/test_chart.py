@@ -159,7 +159,6 @@ def test_plain_manifests_pass_a_server_side_dry_run(kubectl: Any, namespace: str
             "clusterrolebinding.rbac.authorization.k8s.io/buildkit-operator",
             "service/buildkit-operator-metrics",
             "deployment.apps/buildkit-operator",
-            "service/buildkit-operator-metrics",  # the operator's own metrics (port 9090)
             "validatingadmissionpolicy.admissionregistration.k8s.io/buildkit-operator-builders",
             "validatingadmissionpolicybinding.admissionregistration.k8s.io/"
             "buildkit-operator-builders",
