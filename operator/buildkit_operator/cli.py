@@ -182,7 +182,14 @@ def cmd_connect(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         port_forward=args.port_forward,
         local_port=args.local_port,
+        key=getattr(args, "key", None),
+        wake_only=args.func is cmd_wake,
     )
+
+
+def cmd_wake(args: argparse.Namespace) -> int:
+    args.port_forward, args.local_port, args.output_dir = False, 0, None
+    return cmd_connect(args)
 
 
 def add_default_flags(parser: argparse.ArgumentParser) -> None:
@@ -362,7 +369,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="forward a local port to the builder and keep running (clients outside the cluster)",
     )
     connect.add_argument("--local-port", type=int, default=1234, help="local port to forward")
+    connect.add_argument(
+        "--key",
+        help="a repository or project: print the daemon (per pool) this key always builds "
+        "on, so it keeps hitting its warm cache",
+    )
     connect.set_defaults(func=cmd_connect)
+
+    wake = sub.add_parser(
+        "wake", help="start a Builder's idle daemons (idleTimeout) and wait until they serve"
+    )
+    wake.add_argument("name", help="the Builder")
+    wake.add_argument("-n", "--namespace", default=None, help="its namespace")
+    wake.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube)")
+    wake.set_defaults(func=cmd_wake)
     return parser
 
 

@@ -4,6 +4,13 @@ Writes the Builder's client certificate to a private directory and prints the co
 that use it. With ``--port-forward`` it also forwards a local port to the builder (through
 ``kubectl port-forward``) for clients outside the cluster; the server certificate covers
 ``localhost`` and ``127.0.0.1`` for that.
+
+With pools it prints one ``docker buildx create`` and one ``--append`` per further pool, each
+node with its ``--platform``, so that a multi-platform build runs every platform natively.
+With ``--key`` (a repository or project) it picks, per pool, the daemon that key always
+lands on (``routing.py``) and prints that daemon's own address. Idle daemons (scaled to zero
+by ``idleTimeout``) are woken first: through an annotation on the Builder, which a user who
+may edit the Builder may set, and which the operator honours.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,8 +29,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from .kube import secret_data
-from .model import GROUP, PLURAL, VERSION
+from .model import GROUP, PLURAL, VERSION, pool_slug
 from .names import ChildNames
+from .routing import pick
+
+ANNOTATION_WAKE = "buildkit.dev/wake"
+WAKE_TIMEOUT = 300.0
 
 
 def _fail(message: str) -> int:
@@ -37,6 +50,8 @@ def connect(
     kubeconfig: str | None,
     port_forward: bool,
     local_port: int,
+    key: str | None = None,
+    wake_only: bool = False,
 ) -> int:
     try:
         config.load_kube_config(config_file=kubeconfig)
@@ -58,7 +73,16 @@ def connect(
             return _fail(f"no Builder {name} in namespace {namespace}")
         return _fail(f"cannot read Builder {namespace}/{name}: {err.status} {err.reason}")
     status = builder.get("status") or {}
-    mode = (builder.get("spec") or {}).get("tls", {}).get("mode", "auto")
+    if wake_only or any(d.get("idle") for d in status.get("daemons") or []):
+        woken = wake(api, name, namespace)
+        if isinstance(woken, str):
+            return _fail(woken)
+        builder = woken
+        status = builder.get("status") or {}
+    if wake_only:
+        return 0
+    spec = builder.get("spec") or {}
+    mode = spec.get("tls", {}).get("mode", "auto")
     names = ChildNames(name)
     endpoint = status.get("endpoint") or names.endpoint(namespace)
     service_host = f"{names.service}.{namespace}.svc"
@@ -77,11 +101,11 @@ def connect(
             return _fail(f"Secret {namespace}/{secret_name} lacks {', '.join(missing)}")
         target = output_dir or Path.home() / ".config" / "buildkit-operator" / namespace / name
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for key in ("ca.pem", "cert.pem", "key.pem"):
-            path = target / key
+        for item in ("ca.pem", "cert.pem", "key.pem"):
+            path = target / item
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
-                out.write(data[key])
+                out.write(data[item])
         print(f"# client certificate of {namespace}/{name} written to {target}", file=sys.stderr)
         flags = [
             "--tlscacert", str(target / "ca.pem"),
@@ -100,17 +124,32 @@ def connect(
             file=sys.stderr,
         )
 
-    address = f"tcp://127.0.0.1:{local_port}" if port_forward else endpoint
-    servername = "localhost" if port_forward else service_host
-    if mode == "auto":
-        flags += ["--tlsservername", servername]
-        driver_opts.append(f"servername={servername}")
-    buildctl = ["buildctl", "--addr", address, *flags, "debug", "workers"]
-    print(shlex.join(buildctl))
-    buildx = ["docker", "buildx", "create", "--name", name, "--driver", "remote"]
-    if driver_opts:
-        buildx += ["--driver-opt", ",".join(driver_opts)]
-    print(shlex.join([*buildx, address]))
+    if port_forward:
+        targets: list[tuple[str | None, str, str]] = [
+            (None, f"tcp://127.0.0.1:{local_port}", "localhost")
+        ]
+    else:
+        targets = _targets(name, namespace, spec, status, key, endpoint, service_host)
+    for index, (platform, address, servername) in enumerate(targets):
+        opts = list(driver_opts)
+        tls_flags = list(flags)
+        if mode == "auto":
+            tls_flags += ["--tlsservername", servername]
+            opts.append(f"servername={servername}")
+        if platform:
+            print(f"# {platform}", file=sys.stderr)
+        print(shlex.join(["buildctl", "--addr", address, *tls_flags, "debug", "workers"]))
+        buildx = ["docker", "buildx", "create", "--name", name]
+        if index:
+            buildx += ["--append", "--node", f"{name}-{pool_slug(platform or '')}"]
+        elif platform:
+            buildx += ["--node", f"{name}-{pool_slug(platform)}"]
+        buildx += ["--driver", "remote"]
+        if opts:
+            buildx += ["--driver-opt", ",".join(opts)]
+        if platform:
+            buildx += ["--platform", platform]
+        print(shlex.join([*buildx, address]))
     if not port_forward:
         return 0
 
@@ -126,3 +165,69 @@ def connect(
         return subprocess.call(command)
     except KeyboardInterrupt:
         return 0
+
+
+def _targets(
+    name: str,
+    namespace: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    key: str | None,
+    endpoint: str,
+    service_host: str,
+) -> list[tuple[str | None, str, str]]:
+    """(platform, address, TLS server name) of each node the client should use: one per
+    pool (its Service), or with a key the daemon of each pool that key lands on."""
+    names = ChildNames(name)
+    pools = [p.get("platform") for p in spec.get("pools") or [] if p.get("platform")]
+    daemons = status.get("daemons") or []
+    out: list[tuple[str | None, str, str]] = []
+    for platform in pools or [None]:
+        address, host = endpoint, service_host
+        if platform:
+            host = f"{names.pool_service(platform)}.{namespace}.svc"
+            address = f"tcp://{host}:1234"
+        if key is not None:
+            ready = {
+                d["name"]: d["address"]
+                for d in daemons
+                if d.get("ready") and d.get("platform") == platform
+            }
+            chosen = pick(key, ready)
+            if chosen is not None:
+                address = ready[chosen]
+                host = address.removeprefix("tcp://").rsplit(":", 1)[0]
+                print(f"# key {key!r} builds on daemon {chosen}", file=sys.stderr)
+            else:
+                print(f"# no daemon ready for key {key!r}: using {address}", file=sys.stderr)
+        out.append((platform, address, host))
+    return out
+
+
+def wake(api: client.ApiClient, name: str, namespace: str) -> dict[str, Any] | str:
+    """Ask the operator to start a Builder's idle daemons and wait until they serve.
+
+    The request is an annotation on the Builder (what its users may already change), so
+    waking needs no right beyond editing the Builder."""
+    objects = client.CustomObjectsApi(api)
+    started = time.monotonic()
+    requested = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch = {"metadata": {"annotations": {ANNOTATION_WAKE: requested}}}
+    try:
+        objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+    except ApiException as err:
+        return f"cannot wake Builder {namespace}/{name}: {err.status} {err.reason}"
+    print(f"# waking {namespace}/{name}", file=sys.stderr)
+    while time.monotonic() - started < WAKE_TIMEOUT:
+        builder = cast(
+            dict[str, Any],
+            objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+        )
+        status = builder.get("status") or {}
+        daemons = status.get("daemons") or []
+        if daemons and all(d.get("ready") for d in daemons):
+            took = time.monotonic() - started
+            print(f"# {namespace}/{name} awake after {took:.1f}s", file=sys.stderr)
+            return builder
+        time.sleep(0.5)
+    return f"Builder {namespace}/{name} did not wake within {WAKE_TIMEOUT:.0f}s"

@@ -72,7 +72,7 @@ class Defaults:
         }
         filled = spec.model_copy(
             update={
-                "image": spec.image or self.image(spec.rootless),
+                "image": spec.image or self.image(spec.rootless_image),
                 "cache": cache,
                 "buildkitd": spec.buildkitd.model_copy(update={"registry_mirrors": mirrors}),
                 "resources": spec.resources if spec.resources is not None else self.resources,

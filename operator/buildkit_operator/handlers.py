@@ -19,6 +19,7 @@ import kopf
 from prometheus_client import Counter, Histogram, start_http_server
 
 from .defaults import DEFAULTS, Defaults
+from .idle import ANNOTATION_WAKE
 from .kube import REQUEST_TIMEOUT, Kube
 from .leader import Election, exit_on_lost_leadership
 from .liveness import serve_liveness
@@ -62,7 +63,7 @@ class Runner:
         )
         # Generation last handed to a reconcile, per Builder: a status write (ours) does
         # not change it, so it wakes nothing.
-        self._generations: dict[tuple[str, str], int | None] = {}
+        self._generations: dict[tuple[str, str], tuple[int | None, str | None]] = {}
         # Builder names by (namespace, label value), to find the owner of a retained cache
         # claim (it carries the label but no owner reference).
         self._by_label: dict[tuple[str, str], set[str]] = {}
@@ -125,7 +126,8 @@ class Runner:
             return
         self.kube.remember_builder(obj)
         self._by_label.setdefault(label, set()).add(name)
-        generation = meta.get("generation")
+        # A new spec, or a wake request (connect, wake: an annotation, not the spec).
+        generation = (meta.get("generation"), (meta.get("annotations") or {}).get(ANNOTATION_WAKE))
         if key in self._generations and self._generations[key] == generation:
             return
         self._generations[key] = generation

@@ -6,6 +6,7 @@ documented here is what ``kubectl explain`` prints.
 from __future__ import annotations
 
 import copy
+import hashlib
 import ipaddress
 import re
 import tomllib
@@ -859,6 +860,89 @@ class TLSSpec(_Model):
         return _check_object_name(name)
 
 
+SecurityProfile = Literal["rootless", "userns", "privileged"]
+MAX_POOLS = 8
+MAX_DAEMONS = 64
+_DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+_DURATION_RE = re.compile(_DURATION_PATTERN)
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a duration written as Kubernetes users write one: 30m, 1h30m, 90s."""
+    match = _DURATION_RE.match(text)
+    if not text or match is None:
+        raise ValueError(f"{text!r} is not a duration such as 30m, 1h or 1h30m")
+    hours, minutes, seconds = (int((g or "0")[:-1] or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _check_duration(text: str) -> str:
+    if duration_seconds(text) <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return text
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    _validations(
+        _rule(
+            f"self != '' && {_cel_matches('self', _DURATION_PATTERN)} && self.matches('[1-9]')",
+            "must be a duration longer than zero such as 30m, 1h or 1h30m",
+            message_expression=(
+                '"\'" + self + "\' is not a duration longer than zero such as 30m, 1h or 1h30m"'
+            ),
+        ),
+        maxLength=32,
+    ),
+]
+
+
+class Pool(_Model):
+    """A set of daemons of one platform, scheduled on nodes of its architecture."""
+
+    platform: Annotated[
+        str,
+        _validations(
+            _rule(
+                _cel_matches("self", _PLATFORM_PATTERN),
+                "must be a platform such as linux/amd64",
+                message_expression='"\'" + self + "\' is not a platform such as linux/amd64"',
+            ),
+            maxLength=MAX_PLATFORM_LENGTH,
+        ),
+    ] = Field(
+        description=(
+            "Platform of the pool's daemons, e.g. linux/arm64: their pods run on nodes labelled "
+            "kubernetes.io/os and kubernetes.io/arch to match, and buildkitd builds for it "
+            "natively (unless buildkitd.platforms says otherwise)."
+        )
+    )
+    replicas: StrictInt = Field(1, ge=0, le=MAX_DAEMONS, description="Daemons in this pool.")
+    node_selector: Labels = Field(
+        default_factory=dict,
+        description="More node labels this pool's pods must match, besides spec.nodeSelector.",
+    )
+    resources: ResourceRequirements | None = Field(
+        None, description="Compute resources of this pool's daemons, instead of spec.resources."
+    )
+
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, platform: str) -> str:
+        if len(platform) > MAX_PLATFORM_LENGTH or not _PLATFORM_RE.match(platform):
+            raise ValueError(f"{platform!r} is not a platform such as linux/amd64")
+        return platform
+
+    @property
+    def os(self) -> str:
+        return self.platform.split("/")[0]
+
+    @property
+    def arch(self) -> str:
+        return self.platform.split("/")[1]
+
+
 class ServiceSpec(_Model):
     """The Service in front of the daemons."""
 
@@ -955,7 +1039,14 @@ class BuilderSpec(_Model):
                         + _cel_string(EXPOSED_WITHOUT_TLS_TEXT)
                     ),
                     field_path=".service.type",
-                )
+                ),
+                _rule(
+                    "!(has(self.rootless) && !self.rootless && has(self.securityProfile) && "
+                    "self.securityProfile != 'privileged')",
+                    "rootless: false means securityProfile privileged: drop rootless: false, or "
+                    "set securityProfile: privileged",
+                    field_path=".securityProfile",
+                ),
             ]
         }
     )
@@ -965,6 +1056,23 @@ class BuilderSpec(_Model):
         description=(
             "Run buildkitd rootless (uid 1000, no process sandbox, seccomp and AppArmor "
             "Unconfined, not privileged); false runs it privileged as root."
+        ),
+    )
+    security_profile: SecurityProfile | None = Field(
+        None,
+        description=(
+            "How each daemon is isolated; unset follows rootless (true: rootless, false: "
+            "privileged). rootless (the default): buildkitd as uid 1000 under rootlesskit, "
+            "not privileged, seccomp and AppArmor Unconfined; pick it first. userns: "
+            "buildkitd as root in a pod of its own user namespace (hostUsers: false, "
+            "privileged inside it only: root in the pod is an unprivileged uid on the node); "
+            "pick it where rootless fails (AppArmor or policy blocking newuidmap and nested "
+            "user namespaces, GKE Autopilot); needs Kubernetes 1.33+ with a runtime that "
+            "supports user namespaces (containerd 2, runc 1.2, Linux 6.3). privileged: "
+            "buildkitd as root with privileged: true on the node, the same as rootless: "
+            "false; only where the other two cannot run. Every profile needs the privileged "
+            "Pod Security level in its namespace (BuildKit needs mounts and nested "
+            "namespaces, which baseline and restricted forbid)."
         ),
     )
     image: Annotated[
@@ -986,7 +1094,35 @@ class BuilderSpec(_Model):
             "(status.image shows the image used)."
         ),
     )
-    replicas: StrictInt = Field(1, ge=0, le=64, description="Number of buildkitd daemons.")
+    replicas: StrictInt = Field(
+        1,
+        ge=0,
+        le=MAX_DAEMONS,
+        description="Number of buildkitd daemons (ignored when pools are set).",
+    )
+    pools: list[Pool] = Field(
+        default_factory=list,
+        max_length=MAX_POOLS,
+        description=(
+            "Per-architecture pools, e.g. [{platform: linux/amd64, replicas: 2}, {platform: "
+            "linux/arm64, replicas: 1}]: one set of daemons per platform, each on nodes of "
+            "its architecture and building for it natively, with an endpoint per pool "
+            "(status.pools). Unset: one pool of spec.replicas daemons on any node."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["platform"],
+        },
+    )
+    idle_timeout: Duration | None = Field(
+        None,
+        description=(
+            "Scale a daemon that ran no build for this long (e.g. 30m) to zero pods; its "
+            "cache claim is kept. buildkit-operator connect (or wake) starts it again and "
+            "waits until it is ready. A daemon whose idleness cannot be judged is never put "
+            "to sleep. Unset: never."
+        ),
+    )
     node_selector: Labels = Field(
         default_factory=dict, description="Node labels every builder pod must match."
     )
@@ -1091,11 +1227,45 @@ class BuilderSpec(_Model):
             raise ValueError(f"{image!r} must not start or end with whitespace")
         return image
 
+    @field_validator("security_profile")
+    @classmethod
+    def _profile_agrees(
+        cls, profile: SecurityProfile | None, info: ValidationInfo
+    ) -> SecurityProfile | None:
+        if profile not in (None, "privileged") and info.data.get("rootless") is False:
+            raise ValueError(
+                "rootless: false means securityProfile privileged: drop rootless: false, or "
+                "set securityProfile: privileged"
+            )
+        return profile
+
+    @model_validator(mode="after")
+    def _pools(self) -> BuilderSpec:
+        slugs = [pool_slug(p.platform) for p in self.pools]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError(f"pools: platforms {slugs} must differ in architecture or variant")
+        total = sum(p.replicas for p in self.pools)
+        if total > MAX_DAEMONS:
+            raise ValueError(f"pools: {total} daemons in all; at most {MAX_DAEMONS}")
+        return self
+
+    @property
+    def profile(self) -> SecurityProfile:
+        """The security profile in effect: securityProfile, else what rootless says."""
+        if self.security_profile:
+            return self.security_profile
+        return "rootless" if self.rootless else "privileged"
+
+    @property
+    def rootless_image(self) -> bool:
+        """Whether the daemons run the -rootless image (rootlesskit, uid 1000)."""
+        return self.profile == "rootless"
+
     @property
     def effective_image(self) -> str:
         if self.image:
             return self.image
-        return DEFAULT_IMAGE_ROOTLESS if self.rootless else DEFAULT_IMAGE_ROOTFUL
+        return DEFAULT_IMAGE_ROOTLESS if self.rootless_image else DEFAULT_IMAGE_ROOTFUL
 
 
 Phase = Literal["Pending", "Ready", "Degraded", "Drifted", "Missing", "Invalid"]
@@ -1124,6 +1294,30 @@ class CacheStatus(_Model):
     size: str | None = Field(None, description="Size of each daemon's cache volume.")
     storage_class_name: str | None = Field(
         None, description="StorageClass of the cache PVCs; absent for the cluster default."
+    )
+
+
+class PoolStatus(_Model):
+    """One pool of daemons as it runs."""
+
+    platform: str = Field(description="The pool's platform, e.g. linux/arm64.")
+    replicas: int = Field(description="Daemons desired in the pool.")
+    ready_replicas: int = Field(description="The pool's daemons ready to serve builds.")
+    endpoint: str = Field(description="The pool's Service: tcp://<service>.<namespace>.svc:1234.")
+
+
+class DaemonStatus(_Model):
+    """One daemon: its own address, so a client can come back to its cache."""
+
+    name: str = Field(description="The daemon's Deployment, also its pod's hostname.")
+    address: str = Field(
+        description="tcp://<daemon>.<headless service>.<namespace>.svc:1234, covered by the "
+        "server certificate."
+    )
+    platform: str | None = Field(None, description="Its pool's platform (pools only).")
+    ready: bool = Field(description="Serving builds with the current spec.")
+    idle: bool = Field(
+        False, description="Scaled to zero after idleTimeout; connect or wake starts it."
     )
 
 
@@ -1167,6 +1361,13 @@ class BuilderStatus(_Model):
             "(noRecreate, an adopted workload, a cache claim that cannot change in place)."
         ),
     )
+    pools: list[PoolStatus] = Field(
+        default_factory=list, description="Each pool's endpoint and readiness (spec.pools)."
+    )
+    daemons: list[DaemonStatus] = Field(
+        default_factory=list,
+        description="Every daemon with its own address, readiness, and whether it is Idle.",
+    )
     image: str | None = Field(
         None, description="The buildkitd image the daemons run (the spec's or the default)."
     )
@@ -1196,6 +1397,18 @@ class BuilderStatus(_Model):
         ),
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
+
+
+def pool_slug(platform: str) -> str:
+    """A pool's platform in child names: its architecture and variant (and its OS when not
+    Linux) as a DNS label of at most 9 characters (long ones shortened with a hash)."""
+    parts = platform.split("/")
+    if parts[0] == "linux":
+        parts = parts[1:]
+    slug = "-".join(part.replace("_", "") for part in parts)
+    if len(slug) > 9 or not slug:
+        slug = slug[:3] + hashlib.sha256(platform.encode()).hexdigest()[:6]
+    return slug
 
 
 def _check_name(name: str) -> str:

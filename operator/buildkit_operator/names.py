@@ -25,6 +25,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_BUILDER = "buildkit.dev/builder"
 LABEL_DAEMON = "buildkit.dev/daemon"
+LABEL_POOL = "buildkit.dev/pool"
 
 ANNOTATION_CONFIG_HASH = "buildkit.dev/config-hash"
 ANNOTATION_TLS_HASH = "buildkit.dev/tls-hash"
@@ -91,12 +92,31 @@ class ChildNames:
     def client_secret(self) -> str:
         return f"{self.base}-client-tls"
 
-    def daemon(self, index: int) -> str:
-        """The Deployment of daemon ``index``, also its pod's hostname."""
+    def daemon(self, index: int | str) -> str:
+        """The Deployment of daemon ``index``, also its pod's hostname. A daemon of a pool
+        has the id ``<index>-<platform slug>``: ending in letters or digits after a
+        letter, it is never another Builder's ``<base>-<digits>``."""
         return f"{self.base}-{index}"
 
-    def cache_claim(self, index: int) -> str:
+    def cache_claim(self, index: int | str) -> str:
         return f"{self.base}-cache-{index}"
+
+    @property
+    def daemons_service(self) -> str:
+        """The headless Service that gives every daemon a DNS name of its own
+        (``<daemon>.<this>.<namespace>.svc``). A hash suffix, not a word: any word after
+        the base would be another Builder's base (``team-a-daemons``)."""
+        return f"{self.base}-{_hash(self.builder + '/daemons')}"
+
+    def pool_service(self, platform: str) -> str:
+        """The Service in front of one pool's daemons."""
+        return f"{self.base}-{_hash(self.builder + '/pool/' + platform)}"
+
+    def daemon_host(self, index: int | str, namespace: str) -> str:
+        return f"{self.daemon(index)}.{self.daemons_service}.{namespace}.svc"
+
+    def pool_endpoint(self, platform: str, namespace: str) -> str:
+        return f"tcp://{self.pool_service(platform)}.{namespace}.svc:1234"
 
     def endpoint(self, namespace: str) -> str:
         return f"tcp://{self.service}.{namespace}.svc:1234"
@@ -107,7 +127,7 @@ def selector_labels(builder: str) -> dict[str, str]:
     return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: label_value(builder)}
 
 
-def daemon_selector_labels(builder: str, index: int) -> dict[str, str]:
+def daemon_selector_labels(builder: str, index: int | str) -> dict[str, str]:
     """Labels that select the pod of one daemon (a Deployment selector, immutable)."""
     return {**selector_labels(builder), LABEL_DAEMON: str(index)}
 

@@ -21,10 +21,13 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
+from . import idle
 from .activity import Activity, daemon_activity
+from .daemons import daemons as daemon_slots
 from .defaults import DEFAULTS, Defaults, effective_status
+from .idle import ANNOTATION_WAKE, format_time, parse_time
 from .kube import Kube, secret_data
-from .model import Builder, InvalidBuilder
+from .model import Builder, InvalidBuilder, duration_seconds
 from .names import ANNOTATION_TLS_HASH, ChildNames, label_value
 from .plan import WORKLOAD_KIND, Action, Plan, plan
 from .render import render_builder, server_sans
@@ -183,9 +186,14 @@ def _last_applied(obj: Mapping[str, Any], defaults: Defaults) -> Builder | None:
         return None
 
 
-def _running_tls_hash(live: Mapping[tuple[str, str], Mapping[str, Any]], name: str) -> str | None:
+def _running_tls_hash(
+    live: Mapping[tuple[str, str], Mapping[str, Any]], builder: Builder
+) -> str | None:
     """The certificate checksum the running daemon was started with, to keep it as it is."""
-    dep = live.get((WORKLOAD_KIND, ChildNames(name).daemon(0))) or {}
+    slots = daemon_slots(builder)
+    first = ChildNames(builder.name).daemon(slots[0].id) if slots else None
+    dep = live.get((WORKLOAD_KIND, first)) if first else None
+    dep = dep or {}
     template = (dep.get("spec") or {}).get("template") or {}
     annotations = (template.get("metadata") or {}).get("annotations") or {}
     value = annotations.get(ANNOTATION_TLS_HASH)
@@ -235,9 +243,10 @@ def reconcile(
             builder, applied_spec = last, previous.get("appliedSpec")
             bundle, external_hash, tls_problem = _tls(kube, builder, live, now)
         if tls_problem:
-            external_hash = _running_tls_hash(live, name)
+            external_hash = _running_tls_hash(live, builder)
 
-    desired = render_builder(builder, bundle, external_tls_hash=external_hash)
+    asleep, idle_requeue = _asleep(kube, builder, obj, live, now)
+    desired = render_builder(builder, bundle, external_tls_hash=external_hash, asleep=asleep)
     kube.get_missing(namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live)
     held_since = _held_since(previous)
 
@@ -293,10 +302,10 @@ def reconcile(
     _record_actions(kube, obj, builder, done, bundle)
 
     daemons = []
-    for i in range(builder.spec.replicas):
-        key = (WORKLOAD_KIND, names.daemon(i))
+    for daemon in daemon_slots(builder):
+        key = (WORKLOAD_KIND, names.daemon(daemon.id))
         state = after[key] if key in after else live.get(key)
-        daemons.append(daemon_state(key[1], state))
+        daemons.append(daemon_state(key[1], state, daemon, idle=daemon.id in asleep))
     server_applied = ("Secret", names.server_secret) not in failed
     status = compute_status(
         builder,
@@ -313,6 +322,8 @@ def reconcile(
     written = _write_status(kube, obj, status)
     _record_phase_event(kube, obj, previous, status, written)
     requeue = _requeue(the_plan, bundle, now, user_secret=builder.spec.tls.mode == "secret")
+    if idle_requeue is not None:
+        requeue = min(requeue or idle_requeue, idle_requeue)
     if any(c["type"] == "Progressing" and c["status"] == "True" for c in status["conditions"]):
         requeue = min(requeue or PROGRESS_CHECK, PROGRESS_CHECK)
     return Outcome(
@@ -322,6 +333,45 @@ def reconcile(
         status_written=written,
         errors=tuple(errors),
     )
+
+
+def _asleep(
+    kube: Kube,
+    builder: Builder,
+    obj: Mapping[str, Any],
+    live: Mapping[tuple[str, str], Mapping[str, Any]],
+    now: datetime,
+) -> tuple[dict[str, str], float | None]:
+    """The daemons that sleep (scaled to zero by idleTimeout), and when to look again."""
+    timeout = builder.spec.idle_timeout
+    if timeout is None:
+        return {}, None
+    limit = timedelta(seconds=duration_seconds(timeout))
+    annotations = obj["metadata"].get("annotations") or {}
+    wake_requested = parse_time(annotations.get(ANNOTATION_WAKE))
+    names = ChildNames(builder.name)
+    asleep: dict[str, str] = {}
+    soonest: float | None = None
+    slots = {names.daemon(d.id): d for d in daemon_slots(builder)}
+    # Only daemons that run are asked (a sleeping one has no pod, and waits for a wake).
+    awake = [
+        name for name in slots if not idle.sleeping(live.get((WORKLOAD_KIND, name)), wake_requested)
+    ]
+    answers = daemon_activity(kube, builder, live, awake) if awake else {}
+    for name, daemon in slots.items():
+        deployment = live.get((WORKLOAD_KIND, name))
+        since, again = idle.decide(
+            timeout=limit,
+            deployment=deployment,
+            activity=answers.get(name),
+            wake_requested=wake_requested,
+            now=now,
+        )
+        if since is not None:
+            asleep[daemon.id] = format_time(since)
+        if again is not None:
+            soonest = again if soonest is None else min(soonest, again)
+    return asleep, None if soonest is None else max(1.0, soonest)
 
 
 def _held_since(previous: Mapping[str, Any]) -> dict[str, datetime]:

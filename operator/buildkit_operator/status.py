@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .model import Builder, BuilderStatus, Condition, Phase, WaitingDaemon
+from .daemons import Daemon
+from .model import (
+    Builder,
+    BuilderStatus,
+    Condition,
+    DaemonStatus,
+    Phase,
+    PoolStatus,
+    WaitingDaemon,
+)
 from .names import ChildNames
 from .plan import WORKLOAD_KIND, Plan
 
@@ -22,12 +31,22 @@ class DaemonState:
     ready: bool
     problem: str | None = None  # e.g. a failed rollout's message
     rolling: bool = False  # its rollout is under way (kstatus: in progress)
+    slot: Daemon | None = None
+    idle: bool = False  # scaled to zero after idleTimeout
 
 
-def daemon_state(name: str, deployment: Mapping[str, Any] | None) -> DaemonState:
+def daemon_state(
+    name: str,
+    deployment: Mapping[str, Any] | None,
+    slot: Daemon | None = None,
+    *,
+    idle: bool = False,
+) -> DaemonState:
     """Whether a daemon's Deployment serves builds with its current template."""
     if deployment is None:
-        return DaemonState(name, False, "absent")
+        return DaemonState(name, False, "absent", slot=slot)
+    if idle:
+        return DaemonState(name, False, slot=slot, idle=True)
     meta, status = deployment.get("metadata", {}), deployment.get("status") or {}
     current = status.get("observedGeneration", 0) >= meta.get("generation", 1)
     ready = (
@@ -48,7 +67,7 @@ def daemon_state(name: str, deployment: Mapping[str, Any] | None) -> DaemonState
     # Not ready while the Deployment controller still rolls it out is progress; not ready
     # after its rollout completed (a pod that crashes, a failing probe) is not.
     rolling = not ready and problem is None and not (current and rollout_done)
-    return DaemonState(name, bool(ready), problem, rolling)
+    return DaemonState(name, bool(ready), problem, rolling, slot)
 
 
 # Phases that stay as they are until a person acts (kstatus: Failed).
@@ -108,8 +127,8 @@ def compute_status(
     cannot act on (what runs is then kept from ``applied_spec``).
     """
     spec, names = builder.spec, ChildNames(builder.name)
-    ready = sum(d.ready for d in daemons)
-    desired = spec.replicas
+    ready = sum(d.ready or d.idle for d in daemons)
+    desired = len(daemons)
     problems = [f"{d.name}: {d.problem}" for d in daemons if d.problem and d.problem != "absent"]
     rolling = [d.name for d in daemons if d.rolling]
     workload_changes = [a for a in plan.actions if a.kind == WORKLOAD_KIND]
@@ -152,6 +171,8 @@ def compute_status(
     elif ready >= desired and not progressing:
         phase, reason = "Ready", "DaemonsReady"
         message = f"{ready}/{desired} daemons ready at {names.endpoint(builder.namespace)}"
+        if any(d.idle for d in daemons):
+            message += f" ({sum(d.idle for d in daemons)} idle, woken by connect)"
     elif problems:
         phase, reason = "Degraded", "RolloutFailed"
         message = f"{ready}/{desired} daemons ready; {_listing(problems, 2)}"
@@ -240,11 +261,39 @@ def compute_status(
         client_secret_name=names.client_secret if spec.tls.mode == "auto" else None,
         certificate_not_after=_timestamp(certificate_not_after) if certificate_not_after else None,
         drifted_fields=held,
+        pools=_pools(builder, daemons),
+        daemons=[
+            DaemonStatus(
+                name=d.name,
+                address=f"tcp://{names.daemon_host(d.slot.id, builder.namespace)}:1234",
+                platform=d.slot.platform,
+                ready=d.ready,
+                idle=d.idle,
+            )
+            for d in daemons
+            if d.slot is not None
+        ],
         waiting_for_idle=_waiting_for_idle(plan, previous, now),
         conditions=conditions,
         applied_spec=dict(applied_spec) if applied_spec is not None else None,
     )
     return status.model_dump(by_alias=True, exclude_none=True)
+
+
+def _pools(builder: Builder, daemons: Sequence[DaemonState]) -> list[PoolStatus]:
+    names = ChildNames(builder.name)
+    out = []
+    for pool in builder.spec.pools:
+        mine = [d for d in daemons if d.slot is not None and d.slot.pool == pool]
+        out.append(
+            PoolStatus(
+                platform=pool.platform,
+                replicas=pool.replicas,
+                ready_replicas=sum(d.ready for d in mine),
+                endpoint=names.pool_endpoint(pool.platform, builder.namespace),
+            )
+        )
+    return out
 
 
 def _waiting_for_idle(

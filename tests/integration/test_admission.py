@@ -86,6 +86,28 @@ def model_problems(doc: dict[str, Any]) -> list[str]:
 
 # (id, spec, the field the API server's message must name, a phrase it must contain)
 REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
+    ("idle-timeout-zero", {"idleTimeout": "0s"}, "spec.idleTimeout", "duration"),
+    ("idle-timeout-days", {"idleTimeout": "1d"}, "spec.idleTimeout", "duration"),
+    ("pool-platform", {"pools": [{"platform": "arm64"}]}, "spec.pools[0].platform", "platform"),
+    (
+        "pool-platform-twice",
+        {"pools": [{"platform": "linux/arm64"}, {"platform": "linux/arm64", "replicas": 2}]},
+        "spec.pools[1]",
+        "Duplicate value",
+    ),
+    (
+        "pool-node-selector",
+        {"pools": [{"platform": "linux/arm64", "nodeSelector": {"bad key!": "x"}}]},
+        "spec.pools[0].nodeSelector",
+        "label key",
+    ),
+    (
+        "rootless-false-userns",
+        {"rootless": False, "securityProfile": "userns"},
+        "spec.securityProfile",
+        "rootless: false",
+    ),
+    ("security-profile", {"securityProfile": "root"}, "spec.securityProfile", "Unsupported value"),
     *[
         (f"args{flag}", {"buildkitd": {"args": [flag, "x"]}}, "spec.buildkitd.args[0]", flag)
         for flag in OPERATOR_FLAGS
@@ -306,6 +328,19 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
 
 # Valid Builders, several at the exact boundary of a rule above.
 ACCEPTED: list[tuple[str, dict[str, Any]]] = [
+    (
+        "pools",
+        {
+            "pools": [
+                {"platform": "linux/amd64", "replicas": 2},
+                {"platform": "linux/arm64", "nodeSelector": {"pool": "graviton"}},
+                {"platform": "linux/arm/v7", "resources": {"limits": {"cpu": "1"}}},
+            ]
+        },
+    ),
+    ("idle-timeout", {"idleTimeout": "1h30m"}),
+    ("userns", {"securityProfile": "userns"}),
+    ("rootless-false-privileged", {"rootless": False, "securityProfile": "privileged"}),
     ("size-256Mi", {"cache": {"size": "256Mi"}}),
     ("size-256Mi-in-bytes", {"cache": {"size": 268435456}}),
     ("size-quarter-Gi", {"cache": {"size": "0.25Gi"}}),

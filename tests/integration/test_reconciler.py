@@ -358,7 +358,14 @@ def test_restart_mid_creation_leaves_one_set_each(
             for key in found
             if key.split("/", 1)[1].startswith(name + "-") or key.split("/", 1)[1] == name
         }
-        assert mine == {
+        # One headless Service (clusterIP None: the daemons' own DNS names) each.
+        headless = {
+            key
+            for key in mine
+            if key.startswith("Service/") and found[key]["spec"].get("clusterIP") == "None"
+        }
+        assert len(headless) == 1, (name, headless)
+        assert mine - headless == {
             f"Deployment/{name}-0", f"Service/{name}", f"ConfigMap/{name}-config",
             f"Secret/{name}-ca", f"Secret/{name}-server-tls", f"Secret/{name}-client-tls",
             f"PersistentVolumeClaim/{name}-cache-0", f"PodDisruptionBudget/{name}",

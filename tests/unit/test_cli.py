@@ -88,6 +88,9 @@ def test_render_example_prints_every_child() -> None:
         ("Deployment", "team-a-0"),
         ("Deployment", "team-a-1"),
         ("Service", "team-a"),
+        # headless: every daemon's own name (team-a-0.team-a-f3ec5513.ci.svc); users'
+        # configuration may hold it, so it must never change
+        ("Service", "team-a-f3ec5513"),
         ("PodDisruptionBudget", "team-a"),
     ]
     # The same objects the library renders (certificates aside, which are new each time).

@@ -502,6 +502,14 @@ RULES = {
     "tls": "tls.secretName is required",
     "tls.secretName": "object name",
     "tls.extraSANs[]": "DNS name",
+    "idleTimeout": "duration",
+    "pools[].platform": "platform",
+    "pools[].nodeSelector": "label",
+    "pools[].resources": "must not exceed limits",
+    "pools[].resources.limits": "not a resource",
+    "pools[].resources.requests": "not a resource",
+    "pools[].resources.limits{}": "must not be negative",
+    "pools[].resources.requests{}": "must not be negative",
 }
 
 
@@ -594,7 +602,7 @@ def test_allow_without_tls_is_an_opt_in(spec: dict[str, Any]) -> None:
     field = prop(spec, "service.allowWithoutTLS")
     assert field["type"] == "boolean" and field["default"] is False
     assert "unauthenticated" in field["description"]
-    (rule,) = spec["x-kubernetes-validations"]
+    (rule,) = [r for r in spec["x-kubernetes-validations"] if "allowWithoutTLS" in r["message"]]
     assert rule["fieldPath"] == ".service.type"
     for name in ("tls.mode", "service.type", "allowWithoutTLS"):
         assert name in rule["rule"].replace("self.", "") or name in rule["message"], name

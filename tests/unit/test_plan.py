@@ -56,7 +56,7 @@ def test_nothing_live_creates_every_child_in_order() -> None:
     assert kinds.index("ConfigMap") < kinds.index("Deployment")
     assert kinds.index("Secret") < kinds.index("Deployment")
     assert kinds.index("PersistentVolumeClaim") < kinds.index("Deployment")
-    assert len(p.actions) == 1 + 3 + 2 + 2 + 1 + 1
+    assert len(p.actions) == 1 + 3 + 2 + 2 + 2 + 1
 
 
 def test_objects_of_our_names_that_are_someone_elses_are_left_alone() -> None:

@@ -106,7 +106,8 @@ def test_while_one_daemon_rolls_the_next_waits() -> None:
     live = world(make(**BEFORE))
     after = make(**AFTER)
     # Daemon 0 got the new template; its new pod is not ready yet.
-    rolled = settled(render_builder(after, _BUNDLE)[-4], generation=2)  # team-a-0
+    (want,) = [o for o in render_builder(after, _BUNDLE) if o["metadata"]["name"] == "team-a-0"]
+    rolled = settled(want, generation=2)
     assert rolled["metadata"]["name"] == "team-a-0"
     rolled["status"] = {"observedGeneration": 2, "replicas": 1, "unavailableReplicas": 1}
     live[("Deployment", "team-a-0")] = rolled

@@ -63,8 +63,11 @@ def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = of_kind(objects, kind)
-    return found
+    found = of_kind(objects, kind)
+    if kind == "Service":  # the one clients reach; the headless one has clusterIP None
+        found = [o for o in found if o["spec"].get("clusterIP") != "None"]
+    (first,) = found
+    return first
 
 
 def deployments(spec: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
@@ -649,6 +652,7 @@ def test_all_children_of_tls_auto() -> None:
             ("Deployment", "team-a-0"),
             ("Deployment", "team-a-1"),
             ("Service", "team-a"),
+            ("Service", "team-a-f3ec5513"),  # headless: the daemons' own names
             ("PodDisruptionBudget", "team-a"),
         ]
     )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from ..daemons import daemons
 from ..model import Builder
 from ..tls import TLSBundle
 from .config import buildkitd_toml, config_hash
 from .disruption import disruption_budget
 from .secrets import server_sans, tls_hash, tls_secrets
-from .service import config_map, service
+from .service import config_map, daemons_service, pool_services, service
 from .storage import cache_claims
 from .workload import deployment
 
@@ -21,11 +23,13 @@ def render_builder(
     tls: TLSBundle | None = None,
     *,
     external_tls_hash: str | None = None,
+    asleep: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every child of ``builder``, in the order they are best created.
 
     ``tls`` is required for ``tls.mode: auto``; for ``tls.mode: secret`` the caller may pass
-    a checksum of the user's Secret so that replacing it rolls the pods.
+    a checksum of the user's Secret so that replacing it rolls the pods. ``asleep`` maps the
+    ids of daemons scaled to zero (idleTimeout) to when they went to sleep.
     """
     mode = builder.spec.tls.mode
     toml_text = buildkitd_toml(builder)
@@ -40,9 +44,15 @@ def render_builder(
         pod_tls_hash = external_tls_hash
     objects += cache_claims(builder)
     objects += [
-        deployment(builder, index, config_hash=config_hash(toml_text), tls_hash=pod_tls_hash)
-        for index in range(builder.spec.replicas)
+        deployment(
+            builder,
+            daemon,
+            config_hash=config_hash(toml_text),
+            tls_hash=pod_tls_hash,
+            idle_since=(asleep or {}).get(daemon.id),
+        )
+        for daemon in daemons(builder)
     ]
-    objects.append(service(builder))
+    objects += [service(builder), daemons_service(builder), *pool_services(builder)]
     objects.append(disruption_budget(builder))
     return objects

@@ -31,6 +31,14 @@ def server_sans(builder: Builder) -> list[str]:
         "localhost",
         "127.0.0.1",
     ]
+    # Every daemon's own name (connect --key), and each pool's Service. The pools are
+    # part of the spec, so adding one re-issues the certificate; scaling does not.
+    daemons_svc = ChildNames(builder.name).daemons_service
+    names += [f"*.{daemons_svc}.{ns}.svc", f"*.{daemons_svc}.{ns}.svc.cluster.local"]
+    for pool in builder.spec.pools:
+        pool_svc = ChildNames(builder.name).pool_service(pool.platform)
+        names += [pool_svc, f"{pool_svc}.{ns}", f"{pool_svc}.{ns}.svc"]
+        names.append(f"{pool_svc}.{ns}.svc.cluster.local")
     for extra in builder.spec.tls.extra_sans:
         if extra not in names:
             names.append(extra)

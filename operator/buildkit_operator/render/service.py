@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import Builder
-from ..names import ChildNames, child_labels, selector_labels
+from ..model import Builder, pool_slug
+from ..names import LABEL_POOL, ChildNames, child_labels, selector_labels
 from .config import CONFIG_KEY
 from .meta import object_meta
 
@@ -28,6 +28,60 @@ def service(builder: Builder) -> dict[str, Any]:
             ],
         },
     }
+
+
+def daemons_service(builder: Builder) -> dict[str, Any]:
+    """The headless Service giving each daemon its own stable DNS name,
+    ``<daemon>.<service>.<namespace>.svc`` (the pods name it as their subdomain), so a
+    client can keep building on the daemon that holds its cache. Not-ready daemons are
+    published too: a name that comes and goes with readiness would break a client that
+    resolved it a moment before."""
+    names = ChildNames(builder.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(
+            builder, names.daemons_service, child_labels(builder.name, "daemons")
+        ),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(builder.name),
+            "ports": [
+                {"name": PORT_NAME, "port": PORT, "targetPort": PORT_NAME, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def pool_services(builder: Builder) -> list[dict[str, Any]]:
+    """One Service per pool, in front of that pool's daemons only (its endpoint)."""
+    names, out = ChildNames(builder.name), []
+    for pool in builder.spec.pools:
+        labels = {**child_labels(builder.name, "pool"), LABEL_POOL: pool_slug(pool.platform)}
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": object_meta(builder, names.pool_service(pool.platform), labels),
+                "spec": {
+                    "type": builder.spec.service.type,
+                    "selector": {
+                        **selector_labels(builder.name),
+                        LABEL_POOL: pool_slug(pool.platform),
+                    },
+                    "ports": [
+                        {
+                            "name": PORT_NAME,
+                            "port": PORT,
+                            "targetPort": PORT_NAME,
+                            "protocol": "TCP",
+                        }
+                    ],
+                },
+            }
+        )
+    return out
 
 
 def config_map(builder: Builder, toml_text: str) -> dict[str, Any]:

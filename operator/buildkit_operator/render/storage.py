@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..daemons import daemons
 from ..model import Builder
 from ..names import ChildNames, child_labels, daemon_selector_labels
 from .meta import object_meta
 
 
-def cache_claim(builder: Builder, index: int) -> dict[str, Any]:
+def cache_claim(builder: Builder, index: int | str) -> dict[str, Any]:
     """The cache PVC of daemon ``index``.
 
     A retained claim carries no owner reference, so the garbage collector leaves it when
@@ -37,4 +38,4 @@ def cache_claim(builder: Builder, index: int) -> dict[str, Any]:
 def cache_claims(builder: Builder) -> list[dict[str, Any]]:
     if builder.spec.cache.type != "persistent":
         return []
-    return [cache_claim(builder, index) for index in range(builder.spec.replicas)]
+    return [cache_claim(builder, daemon.id) for daemon in daemons(builder)]

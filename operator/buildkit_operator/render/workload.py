@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import Builder
+from ..daemons import Daemon, node_labels
+from ..idle import ANNOTATION_IDLE_SINCE
+from ..model import Builder, pool_slug
 from ..names import (
     ANNOTATION_CONFIG_HASH,
     ANNOTATION_TLS_HASH,
+    LABEL_POOL,
     ChildNames,
     child_labels,
     daemon_selector_labels,
@@ -52,11 +55,14 @@ ROOTLESS = Layout(
 
 
 def layout(builder: Builder) -> Layout:
-    return ROOTLESS if builder.spec.rootless else ROOTFUL
+    return ROOTLESS if builder.spec.rootless_image else ROOTFUL
 
 
-def buildkitd_args(builder: Builder) -> list[str]:
-    """Arguments to the image's entrypoint (``buildkitd``, or ``rootlesskit buildkitd``)."""
+def buildkitd_args(builder: Builder, daemon: Daemon | None = None) -> list[str]:
+    """Arguments to the image's entrypoint (``buildkitd``, or ``rootlesskit buildkitd``).
+
+    A pool's daemon advertises its pool's platform (a flag, so that one buildkitd.toml
+    serves every pool), unless buildkitd.platforms says what the workers advertise."""
     where = layout(builder)
     args = [
         "--addr",
@@ -77,8 +83,10 @@ def buildkitd_args(builder: Builder) -> list[str]:
             "--tlskey",
             f"{CERTS_DIR}/key.pem",
         ]
-    if builder.spec.rootless:
+    if builder.spec.rootless_image:
         args.append("--oci-worker-no-process-sandbox")
+    if daemon is not None and daemon.pool is not None and not builder.spec.buildkitd.platforms:
+        args += ["--oci-worker-platform", daemon.pool.platform]
     if builder.spec.metrics.enabled:
         args += ["--debugaddr", f"0.0.0.0:{METRICS_PORT}"]
     return args + list(builder.spec.buildkitd.args)
@@ -118,7 +126,9 @@ def drain_script(builder: Builder) -> str:
 
 
 def _security_context(builder: Builder) -> dict[str, Any]:
-    if not builder.spec.rootless:
+    if builder.spec.profile != "rootless":
+        # privileged: on the node. userns: inside the pod's own user namespace only
+        # (hostUsers: false), where root and its capabilities map to an unprivileged uid.
         return {"privileged": True}
     return {
         "runAsUser": ROOTLESS_UID,
@@ -130,7 +140,7 @@ def _security_context(builder: Builder) -> dict[str, Any]:
     }
 
 
-def _cache_volume(builder: Builder, index: int) -> dict[str, Any]:
+def _cache_volume(builder: Builder, index: int | str) -> dict[str, Any]:
     cache = builder.spec.cache
     if cache.type == "persistent":
         claim = ChildNames(builder.name).cache_claim(index)
@@ -147,8 +157,8 @@ def _tls_secret_name(builder: Builder) -> str | None:
     return ChildNames(builder.name).server_secret
 
 
-def _pod_spec(builder: Builder, index: int) -> dict[str, Any]:
-    spec = builder.spec
+def _pod_spec(builder: Builder, daemon: Daemon) -> dict[str, Any]:
+    spec, index = builder.spec, daemon.id
     names = ChildNames(builder.name)
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -174,7 +184,7 @@ def _pod_spec(builder: Builder, index: int) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "buildkitd",
         "image": spec.effective_image,
-        "args": buildkitd_args(builder),
+        "args": buildkitd_args(builder, daemon),
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": _probe(builder, period=10, failures=2),
         "livenessProbe": {
@@ -191,10 +201,14 @@ def _pod_spec(builder: Builder, index: int) -> dict[str, Any]:
         container["ports"].append(
             {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}
         )
-    if spec.resources is not None:
-        container["resources"] = spec.resources.model_dump(exclude_defaults=True)
+    resources = daemon.pool.resources if daemon.pool and daemon.pool.resources else spec.resources
+    if resources is not None:
+        container["resources"] = resources.model_dump(exclude_defaults=True)
     pod: dict[str, Any] = {
         "hostname": names.daemon(index),
+        # With the headless Service of this name, <hostname>.<subdomain>.<ns>.svc resolves
+        # to this daemon alone, which the server certificate covers.
+        "subdomain": names.daemons_service,
         # The preStop hook's drain, then buildkitd's own shutdown.
         "terminationGracePeriodSeconds": spec.drain.grace_period_seconds + SHUTDOWN_SECONDS,
         # buildkitd talks to registries, not to the Kubernetes API.
@@ -203,11 +217,16 @@ def _pod_spec(builder: Builder, index: int) -> dict[str, Any]:
         "containers": [container],
         "volumes": volumes,
     }
-    if spec.rootless:
+    if spec.profile == "userns":
+        pod["hostUsers"] = False
+    if spec.rootless_image:
         # Makes the cache volume and the key readable and writable by uid 1000.
         pod["securityContext"] = {"fsGroup": ROOTLESS_UID, "fsGroupChangePolicy": "OnRootMismatch"}
-    if spec.node_selector:
-        pod["nodeSelector"] = dict(spec.node_selector)
+    selector = dict(spec.node_selector)
+    if daemon.pool is not None:
+        selector |= {**daemon.pool.node_selector, **node_labels(daemon.pool)}
+    if selector:
+        pod["nodeSelector"] = selector
     if spec.tolerations:
         pod["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
@@ -226,15 +245,24 @@ def _pod_spec(builder: Builder, index: int) -> dict[str, Any]:
 
 
 def deployment(
-    builder: Builder, index: int, *, config_hash: str, tls_hash: str | None
+    builder: Builder,
+    daemon: Daemon | int,
+    *,
+    config_hash: str,
+    tls_hash: str | None,
+    idle_since: str | None = None,
 ) -> dict[str, Any]:
-    """The Deployment running daemon ``index``.
+    """The Deployment running ``daemon`` (an index stands for the daemon of that id).
 
     Recreate, not RollingUpdate: two pods of one daemon must never run on one cache volume.
     """
     spec = builder.spec
-    selector = daemon_selector_labels(builder.name, index)
+    if isinstance(daemon, int):
+        daemon = Daemon(str(daemon), None)
+    selector = daemon_selector_labels(builder.name, daemon.id)
     labels = {**child_labels(builder.name, "daemon"), **selector}
+    if daemon.pool is not None:
+        labels[LABEL_POOL] = pool_slug(daemon.pool.platform)
     annotations = {**spec.pod_annotations, ANNOTATION_CONFIG_HASH: config_hash}
     if spec.metrics.enabled:
         annotations.update(
@@ -246,18 +274,22 @@ def deployment(
         )
     if tls_hash:
         annotations[ANNOTATION_TLS_HASH] = tls_hash
+    meta = object_meta(builder, ChildNames(builder.name).daemon(daemon.id), labels)
+    if idle_since:
+        # Asleep (idleTimeout): no pod, the cache claim kept; see idle.py.
+        meta["annotations"] = {ANNOTATION_IDLE_SINCE: idle_since}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": object_meta(builder, ChildNames(builder.name).daemon(index), labels),
+        "metadata": meta,
         "spec": {
-            "replicas": 1,
+            "replicas": 0 if idle_since else 1,
             "revisionHistoryLimit": 3,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": {**spec.pod_labels, **labels}, "annotations": annotations},
-                "spec": _pod_spec(builder, index),
+                "spec": _pod_spec(builder, daemon),
             },
         },
     }

@@ -1,0 +1,49 @@
+"""The daemons a Builder's spec asks for: one pool of ``replicas`` daemons, or one set per
+entry of ``pools``. Every part of the operator that walks the daemons (render, status,
+connect) takes them from here, so names, pools and platforms agree everywhere.
+
+Without pools, daemon ``i`` has id ``i`` and is named ``<base>-<i>`` as it always was; in a
+pool its id is ``<i>-<platform slug>`` (``team-a-0-arm64``), so adding or reordering pools
+never renames another pool's daemons or hands one pool's cache to another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import Builder, Pool, pool_slug
+from .names import ChildNames
+
+ARCH_LABEL = "kubernetes.io/arch"
+OS_LABEL = "kubernetes.io/os"
+
+
+@dataclass(frozen=True)
+class Daemon:
+    id: str  # the suffix of its names and the value of its buildkit.dev/daemon label
+    pool: Pool | None
+
+    @property
+    def platform(self) -> str | None:
+        return self.pool.platform if self.pool else None
+
+
+def daemons(builder: Builder) -> list[Daemon]:
+    spec = builder.spec
+    if not spec.pools:
+        return [Daemon(str(i), None) for i in range(spec.replicas)]
+    return [
+        Daemon(f"{i}-{pool_slug(pool.platform)}", pool)
+        for pool in spec.pools
+        for i in range(pool.replicas)
+    ]
+
+
+def daemon_names(builder: Builder) -> list[str]:
+    names = ChildNames(builder.name)
+    return [names.daemon(d.id) for d in daemons(builder)]
+
+
+def node_labels(pool: Pool) -> dict[str, str]:
+    """The well-known node labels that put a pool's pods on its architecture."""
+    return {OS_LABEL: pool.os, ARCH_LABEL: pool.arch}
