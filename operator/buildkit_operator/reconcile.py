@@ -101,7 +101,7 @@ def _api_message(err: Exception) -> str:
         except (ValueError, AttributeError):
             message = None
     message = message or getattr(err, "summary", lambda: None)() or getattr(err, "reason", "")
-    return f"{status} {message}".strip()
+    return f"{status or ''} {message}".strip()
 
 
 def _apply(kube: Kube, namespace: str, action: Action) -> dict[str, Any] | None:
@@ -281,12 +281,24 @@ def reconcile(
             return err
         return None
 
-    # What the daemons mount (and the Service) does not depend on anything else of the
-    # pass: applied together. Workloads follow, then deletions, one at a time as planned.
-    first = [a for a in the_plan.actions if _independent(a)]
+    # A new CA is stored before anything it signs: were the operator killed between the
+    # two, certificates stored without their CA would have to be issued again. What the
+    # daemons mount (and the Services) depends on nothing else of the pass: applied
+    # together. Workloads follow, then deletions, one at a time as planned.
+    names = ChildNames(name)
+    ca_key = ("Secret", names.ca_secret)
+    ca = [a for a in the_plan.actions if a.key == ca_key and _independent(a)]
+    first = [a for a in the_plan.actions if _independent(a) and a.key != ca_key]
     rest = [a for a in the_plan.actions if not _independent(a)]
-    results = kube.map(attempt, first) + [attempt(a) for a in rest]
-    for action, refused in zip([*first, *rest], results, strict=True):
+    results: list[Exception | None] = [attempt(a) for a in ca]
+    blocked: set[tuple[str, str]] = set()
+    if any(r is not None for r in results):
+        blocked = {("Secret", names.server_secret), ("Secret", names.client_secret)}
+    ran = iter(kube.map(attempt, [a for a in first if a.key not in blocked]))
+    unsigned = ApiException(reason="not written: the CA Secret that signs it was refused")
+    results += [unsigned if a.key in blocked else next(ran) for a in first]
+    results += [attempt(a) for a in rest]
+    for action, refused in zip([*ca, *first, *rest], results, strict=True):
         if refused is not None:
             problem = f"{action.verb} {action.kind} {action.name}: {_api_message(refused)}"
             errors.append(problem)

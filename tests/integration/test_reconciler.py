@@ -20,6 +20,7 @@ import yaml
 from harness import (
     MANAGED,
     OPERATOR_BIN,
+    OPERATOR_USER,
     Kubectl,
     builder,
     children,
@@ -378,6 +379,39 @@ def test_restart_mid_creation_leaves_one_set_each(
     }
     for name, before in secrets_before.items():
         assert secrets_after[name] == before, f"{name} was re-issued after the restart"
+
+
+def test_the_ca_is_stored_before_the_certificates_it_signs(
+    k: Kubectl, namespace: str, cluster: Any
+) -> None:
+    """Were the operator killed between the writes, certificates stored without their CA
+    would have to be issued again: the audit log shows the CA Secret's write complete
+    before the server's and the client's Secrets are even asked for."""
+    since = time.time()
+    k.apply(builder("ordered", namespace))
+    wait_phase(k, "ordered", namespace, "Ready")
+    done: dict[str, datetime] = {}
+    received: dict[str, datetime] = {}
+    for line in cluster.audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        ref = entry.get("objectRef", {})
+        if (
+            entry.get("user", {}).get("username") != OPERATOR_USER
+            or ref.get("namespace") != namespace
+            or ref.get("resource") != "secrets"
+            or entry.get("verb") not in ("create", "patch", "update")
+            or entry.get("stage") != "ResponseComplete"
+        ):
+            continue
+        got = datetime.fromisoformat(entry["requestReceivedTimestamp"])
+        if got.timestamp() < since:
+            continue
+        name = ref.get("name", "")
+        done.setdefault(name, datetime.fromisoformat(entry["stageTimestamp"]))
+        received.setdefault(name, got)
+    assert set(done) == {"ordered-ca", "ordered-server-tls", "ordered-client-tls"}, done
+    for leaf in ("ordered-server-tls", "ordered-client-tls"):
+        assert done["ordered-ca"] <= received[leaf], (leaf, done["ordered-ca"], received[leaf])
 
 
 def test_idle_operator_writes_nothing(k: Kubectl, namespace: str, cluster: Any) -> None:
