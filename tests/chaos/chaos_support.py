@@ -22,7 +22,7 @@ from buildkit_operator.names import ChildNames
 LEASE = "buildkit-operator"
 MANAGED = "app.kubernetes.io/managed-by=buildkit-operator"
 LABEL_BUILDER = "buildkit.dev/builder"
-CHILD_KINDS = "deployments,services,configmaps,secrets,persistentvolumeclaims"
+CHILD_KINDS = "deployments,services,configmaps,secrets,persistentvolumeclaims,poddisruptionbudgets"
 FIGURES: list[str] = []
 
 
@@ -126,10 +126,14 @@ class Ledger:
 
 
 def expected_children(name: str, replicas: int) -> set[str]:
-    """The contract's children of a Builder with a persistent cache and TLS auto."""
+    """The contract's children of a Builder with a persistent cache and TLS auto: the
+    Service, the headless Service of the daemons' own names, the disruption budget, the
+    config, the certificates and a Deployment per daemon (claims are checked apart)."""
     names = ChildNames(name)
     return {
         f"Service/{names.service}",
+        f"Service/{names.daemons_service}",
+        f"PodDisruptionBudget/{names.disruption_budget}",
         f"ConfigMap/{names.config_map}",
         f"Secret/{names.ca_secret}",
         f"Secret/{names.server_secret}",
