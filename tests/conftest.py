@@ -16,6 +16,20 @@ if str(HACK) not in sys.path:
     sys.path.insert(0, str(HACK))
 
 
+# Tiers marked from their directory (``-m node``, ``-m "not chaos"``); e2e modules mark
+# themselves. One hook for all: a conftest's hook sees every item of the session anyway.
+TIER_MARKERS = ("integration", "node", "chaos")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        parents = Path(str(item.fspath)).parents
+        for tier in TIER_MARKERS:
+            if tests / tier in parents:
+                item.add_marker(getattr(pytest.mark, tier))
+
+
 @functools.cache
 def tool_paths(*tools: str) -> tuple[Path, ...]:
     """Bin directories of the pinned tools (default: the local cluster's), building the missing.

@@ -37,13 +37,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.chaos)
-
-
 @pytest.fixture(scope="session")
 def chaos_cluster(
     tmp_path_factory: pytest.TempPathFactory, tools: Callable[..., tuple[Path, ...]]

@@ -30,13 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 NAMESPACE_DELETE_TIMEOUT = 120
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.integration)
-
-
 @pytest.fixture(scope="session")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory, tools: Callable[..., tuple[Path, ...]]

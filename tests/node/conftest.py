@@ -54,13 +54,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.node)
-
-
 def _userns_unavailable() -> str | None:
     result = subprocess.run(
         ["unshare", "--user", "--map-root-user", "true"], capture_output=True, text=True
