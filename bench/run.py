@@ -14,11 +14,11 @@ import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from buildkit_operator.model import Builder
-from buildkit_operator.names import label_value
-from buildkit_operator.plan import plan
+from buildkit_operator.api import Builder
+from buildkit_operator.api.names import label_value
+from buildkit_operator.pki import ensure_tls
+from buildkit_operator.reconcile.plan import plan
 from buildkit_operator.render import render_builder, server_sans
-from buildkit_operator.tls import ensure_tls
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ API server itself publishes in its OpenAPI v3 documents: which lists are maps (a
 which keys), sets or atomic; which maps are atomic; which fields are quantities. This
 script reads those documents from a running API server and writes the part the operator
 needs (the schemas reachable from its child kinds, reduced to the keys that carry those
-semantics) to ``operator/buildkit_operator/openapi_children.json``.
+semantics) to ``operator/buildkit_operator/reconcile/openapi_children.json``.
 
 An integration test regenerates the snapshot from the pinned API server and checks it is
 the one committed, so it cannot fall out of step with the Kubernetes version we test on.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-SNAPSHOT = REPO / "operator" / "buildkit_operator" / "openapi_children.json"
+SNAPSHOT = REPO / "operator" / "buildkit_operator" / "reconcile" / "openapi_children.json"
 
 # The OpenAPI v3 document of each group-version, and the child kinds in it.
 DOCUMENTS = {

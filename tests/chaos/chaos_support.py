@@ -17,7 +17,7 @@ from typing import Any
 from harness import Kubectl
 from operator_process import OperatorProcess, operator_binary
 
-from buildkit_operator.names import ChildNames
+from buildkit_operator.api.names import ChildNames
 
 LEASE = "buildkit-operator"
 MANAGED = "app.kubernetes.io/managed-by=buildkit-operator"

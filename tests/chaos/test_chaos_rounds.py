@@ -33,7 +33,7 @@ from chaos_support import (
 )
 from harness import Kubectl, builder
 
-from buildkit_operator.names import ChildNames
+from buildkit_operator.api.names import ChildNames
 from cluster import LocalCluster
 
 BUILDERS = 20

@@ -19,7 +19,7 @@ from buildkit_e2e import (
     write_context,
 )
 
-from buildkit_operator.activity import Target, ask
+from buildkit_operator.buildkit.activity import Target, ask
 
 pytestmark = pytest.mark.e2e
 

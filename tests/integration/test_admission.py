@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from buildkit_operator.model import Builder, InvalidBuilder
+from buildkit_operator.api import Builder, InvalidBuilder
 
 pytestmark = pytest.mark.integration
 

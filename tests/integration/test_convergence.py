@@ -194,7 +194,7 @@ def _drop_none(spec: dict[str, Any]) -> dict[str, Any]:
 def _user_tls_secret(k: Kubectl, ns: str) -> None:
     """A valid server certificate for tls.mode secret, made once per namespace (made again,
     it would be a rotation, which rightly rolls the Builders that serve it)."""
-    from buildkit_operator.tls import ensure_tls
+    from buildkit_operator.pki import ensure_tls
 
     if k("get", "secret", "user-tls", "-n", ns, "--ignore-not-found", "-o", "name").strip():
         return
@@ -393,9 +393,9 @@ def test_certificates_are_renewed_under_no_recreate(k: Kubectl, namespace: str) 
     shows the certificate the daemons were given."""
     from cryptography import x509
 
-    from buildkit_operator.model import Builder
+    from buildkit_operator.api import Builder
+    from buildkit_operator.pki import ensure_tls
     from buildkit_operator.render import server_sans
-    from buildkit_operator.tls import ensure_tls
 
     spec = {"noRecreate": True, "cache": {"type": "ephemeral", "size": "1Gi"}}
     k.apply(builder("nr", namespace, **spec))

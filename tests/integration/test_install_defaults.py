@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from harness import builder, get, wait_until
 
-from buildkit_operator.model import DEFAULT_IMAGE_ROOTLESS
+from buildkit_operator.api import DEFAULT_IMAGE_ROOTLESS
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,6 @@ pytestmark = pytest.mark.integration
 def test_snapshot_is_the_api_servers_schema(cluster: Any) -> None:
     documents = fetch_documents(cluster.api.get)
     assert render(reduce_documents(documents)) == SNAPSHOT.read_text(), (
-        "operator/buildkit_operator/openapi_children.json is stale: "
+        "operator/buildkit_operator/reconcile/openapi_children.json is stale: "
         "run hack/openapi_snapshot.py against the local cluster"
     )

@@ -443,9 +443,9 @@ def test_idle_operator_writes_nothing(k: Kubectl, namespace: str, cluster: Any) 
 def test_certificate_inside_renewal_window_is_renewed(k: Kubectl, namespace: str) -> None:
     from cryptography import x509
 
-    from buildkit_operator.model import Builder
+    from buildkit_operator.api import Builder
+    from buildkit_operator.pki import ensure_tls
     from buildkit_operator.render import server_sans
-    from buildkit_operator.tls import ensure_tls
 
     spec = {"cache": {"type": "ephemeral", "size": "1Gi"}}
     k.apply(builder("renew", namespace, **spec))
@@ -539,9 +539,9 @@ def test_connect_writes_a_working_client_certificate(
 def test_user_tls_secret_is_served_and_its_rotation_rolls_the_pods(
     k: Kubectl, namespace: str
 ) -> None:
-    from buildkit_operator.model import Builder
+    from buildkit_operator.api import Builder
+    from buildkit_operator.pki import ensure_tls
     from buildkit_operator.render import server_sans
-    from buildkit_operator.tls import ensure_tls
 
     spec = {"tls": {"mode": "secret", "secretName": "my-tls"},
             "cache": {"type": "ephemeral", "size": "1Gi"}}  # fmt: skip

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from buildkit_e2e import OPERATOR_CLI, Buildctl, ClientCerts
 
-from buildkit_operator.names import ChildNames, daemon_selector_labels
+from buildkit_operator.api.names import ChildNames, daemon_selector_labels
 from cluster import Api, ApiError, wait_for
 from node import LocalNode, cgroup_mounts
 

@@ -33,7 +33,7 @@ from node_helpers import (
     wait_builder_ready,
 )
 
-from buildkit_operator.names import ChildNames, selector_labels
+from buildkit_operator.api.names import ChildNames, selector_labels
 from cluster import Api, wait_for
 from node import LocalNode
 

@@ -23,7 +23,7 @@ from node_helpers import (
 )
 from operator_process import OperatorProcess
 
-from buildkit_operator.names import ChildNames
+from buildkit_operator.api.names import ChildNames
 from cluster import Api, wait_for
 from node import NODE_LABEL, LocalNode
 from node_images import OPERATOR_IMAGE

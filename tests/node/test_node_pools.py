@@ -39,7 +39,7 @@ from node_helpers import (
 )
 from operator_process import OperatorProcess
 
-from buildkit_operator.names import ChildNames
+from buildkit_operator.api.names import ChildNames
 from cluster import Api, wait_for
 from node import LocalNode
 

@@ -7,7 +7,8 @@ import socket
 import time
 from datetime import UTC, datetime, timedelta
 
-from buildkit_operator.activity import UNKNOWN, Activity, Target, _Event, gather, history
+from buildkit_operator.api.daemons import UNKNOWN, Activity
+from buildkit_operator.buildkit.activity import Target, _Event, gather, history
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

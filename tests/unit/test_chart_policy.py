@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from buildkit_operator.cli import build_parser, defaults_from
-from buildkit_operator.model import DEFAULT_IMAGE_ROOTFUL
+from buildkit_operator.api import DEFAULT_IMAGE_ROOTFUL
+from buildkit_operator.cli.main import build_parser, defaults_from
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "buildkit-operator"

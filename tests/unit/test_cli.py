@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from buildkit_operator.cli import load_builders, render_objects
+from buildkit_operator.cli.main import load_builders, render_objects
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR = REPO / ".venv" / "bin" / "buildkit-operator"

@@ -17,8 +17,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from buildkit_operator.crd import builder_crd, crd_yaml
-from buildkit_operator.model import Builder, BuilderSpec, BuilderStatus
+from buildkit_operator.api import Builder, BuilderSpec, BuilderStatus
+from buildkit_operator.api.crd import builder_crd, crd_yaml
 from buildkit_operator.render import render_builder
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,8 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from buildkit_operator.defaults import DEFAULTS, InvalidDefaults, effective_status, make_defaults
-from buildkit_operator.model import DEFAULT_IMAGE_ROOTFUL, DEFAULT_IMAGE_ROOTLESS, Builder
+from buildkit_operator.api import DEFAULT_IMAGE_ROOTFUL, DEFAULT_IMAGE_ROOTLESS, Builder
+from buildkit_operator.api.defaults import (
+    DEFAULTS,
+    InvalidDefaults,
+    effective_status,
+    make_defaults,
+)
 from buildkit_operator.render import render_builder
 
 REPO = Path(__file__).resolve().parents[2]

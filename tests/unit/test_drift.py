@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from buildkit_operator.drift import (
+from buildkit_operator.reconcile.drift import (
     default_schema,
     object_differences,
     owned_fields,

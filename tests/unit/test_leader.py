@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from buildkit_operator.cli import UsageError, build_parser, election_from
-from buildkit_operator.leader import Timing, may_take
+from buildkit_operator.cli.main import UsageError, build_parser, election_from
+from buildkit_operator.cluster.lease import Timing, may_take
 
 
 def lease(holder: str | None) -> dict[str, object]:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from buildkit_operator.cli import build_parser
+from buildkit_operator.cli.main import build_parser
 from operator_rbac import LEADER_ELECTION_CREATE, LEADER_ELECTION_NAMED, NEEDED
 
 REPO = Path(__file__).resolve().parents[2]

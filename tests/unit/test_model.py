@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from buildkit_operator.model import (
+from buildkit_operator.api import (
     DEFAULT_IMAGE_ROOTFUL,
     DEFAULT_IMAGE_ROOTLESS,
     Builder,

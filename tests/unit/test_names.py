@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from buildkit_operator.model import Builder
-from buildkit_operator.names import ChildNames, label_value, selector_labels
+from buildkit_operator.api import Builder
+from buildkit_operator.api.names import ChildNames, label_value, selector_labels
+from buildkit_operator.pki import ensure_tls
 from buildkit_operator.render import render_builder, server_sans
-from buildkit_operator.tls import ensure_tls
 
 # What the API server checks (k8s.io/apimachinery/pkg/util/validation).
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from buildkit_operator.model import Builder
-from buildkit_operator.plan import Plan, ownership, plan
+from buildkit_operator.api import Builder
+from buildkit_operator.pki import ensure_tls
+from buildkit_operator.reconcile.plan import Plan, ownership, plan
 from buildkit_operator.render import render_builder, server_sans
-from buildkit_operator.tls import ensure_tls
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 UID = "u-1"

@@ -11,11 +11,11 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from buildkit_operator.activity import UNKNOWN, Activity
-from buildkit_operator.model import Builder
-from buildkit_operator.plan import Plan, plan
+from buildkit_operator.api import Builder
+from buildkit_operator.api.daemons import UNKNOWN, Activity
+from buildkit_operator.pki import ensure_tls
+from buildkit_operator.reconcile.plan import Plan, plan
 from buildkit_operator.render import render_builder, server_sans
-from buildkit_operator.tls import ensure_tls
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 UID = "u-1"
@@ -168,7 +168,7 @@ def test_at_rest_nothing_is_disruptive() -> None:
 
 
 def test_status_shows_what_waits_and_since_when() -> None:
-    from buildkit_operator.status import DaemonState, compute_status
+    from buildkit_operator.reconcile.status import DaemonState, compute_status
 
     b = make(**AFTER)
     p = decide(b, world(make(**BEFORE)), {"team-a-0": BUILDING, "team-a-1": BUILDING})

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from buildkit_operator.activity import Activity
-from buildkit_operator.idle import ANNOTATION_IDLE_SINCE, decide
-from buildkit_operator.model import Builder, InvalidBuilder
+from buildkit_operator.api import Builder, InvalidBuilder
+from buildkit_operator.api.daemons import Activity
+from buildkit_operator.api.names import ANNOTATION_IDLE_SINCE
+from buildkit_operator.buildkit.routing import pick
+from buildkit_operator.pki import ensure_tls
+from buildkit_operator.reconcile.idle import decide
 from buildkit_operator.render import render_builder, server_sans
-from buildkit_operator.routing import pick
-from buildkit_operator.tls import ensure_tls
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

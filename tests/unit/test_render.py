@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from buildkit_operator.model import DEFAULT_IMAGE_ROOTFUL, DEFAULT_IMAGE_ROOTLESS, Builder
-from buildkit_operator.names import ChildNames
+from buildkit_operator.api import DEFAULT_IMAGE_ROOTFUL, DEFAULT_IMAGE_ROOTLESS, Builder
+from buildkit_operator.api.names import ChildNames
+from buildkit_operator.pki import TLSBundle, ensure_tls
 from buildkit_operator.render import render_builder, server_sans
-from buildkit_operator.tls import TLSBundle, ensure_tls
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 UID = "7d3c1f0e-0000-4000-8000-000000000001"

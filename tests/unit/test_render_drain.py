@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from buildkit_operator.model import Builder
+from buildkit_operator.api import Builder
+from buildkit_operator.pki import ensure_tls
 from buildkit_operator.render import render_builder, server_sans
-from buildkit_operator.tls import ensure_tls
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 

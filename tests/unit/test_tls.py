@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildkit_operator.tls import (
+from buildkit_operator.pki import (
     CA_VALIDITY,
     LEAF_VALIDITY,
     RENEW_BEFORE,

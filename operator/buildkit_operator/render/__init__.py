@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..daemons import daemons
-from ..model import Builder
-from ..tls import TLSBundle
+from ..api import Builder
+from ..api.daemons import daemons
+from ..pki import TLSBundle
 from .config import buildkitd_toml, config_hash
 from .disruption import disruption_budget
 from .secrets import server_sans, tls_hash, tls_secrets

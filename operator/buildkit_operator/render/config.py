@@ -14,7 +14,7 @@ from typing import Any
 
 import tomlkit
 
-from ..model import Builder, quantity_bytes
+from ..api import Builder, quantity_bytes
 
 CONFIG_KEY = "buildkitd.toml"
 

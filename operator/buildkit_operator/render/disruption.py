@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import Builder
-from ..names import ChildNames, child_labels, selector_labels
+from ..api import Builder
+from ..api.names import ChildNames, child_labels, selector_labels
 from .meta import object_meta
 
 

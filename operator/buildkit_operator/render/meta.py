@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import API_VERSION, KIND, Builder
+from ..api import API_VERSION, KIND, Builder
 
 
 def owner_reference(builder: Builder) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import base64
 import hashlib
 from typing import Any
 
-from ..model import Builder
-from ..names import ChildNames, child_labels
-from ..tls import TLSBundle
+from ..api import Builder
+from ..api.names import ChildNames, child_labels
+from ..pki import TLSBundle
 from .meta import object_meta
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import Builder, pool_slug
-from ..names import LABEL_POOL, ChildNames, child_labels, selector_labels
+from ..api import Builder, pool_slug
+from ..api.names import (
+    LABEL_POOL,
+    PORT,
+    PORT_NAME,
+    ChildNames,
+    child_labels,
+    selector_labels,
+)
 from .config import CONFIG_KEY
 from .meta import object_meta
-
-PORT = 1234
-PORT_NAME = "buildkitd"
 
 
 def service(builder: Builder) -> dict[str, Any]:

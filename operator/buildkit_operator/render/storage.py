@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..daemons import daemons
-from ..model import Builder
-from ..names import ChildNames, child_labels, daemon_selector_labels
+from ..api import Builder
+from ..api.daemons import daemons
+from ..api.names import ChildNames, child_labels, daemon_selector_labels
 from .meta import object_meta
 
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..daemons import Daemon, node_labels
-from ..idle import ANNOTATION_IDLE_SINCE
-from ..model import Builder, pool_slug
-from ..names import (
+from ..api import Builder, pool_slug
+from ..api.daemons import Daemon, node_labels
+from ..api.names import (
     ANNOTATION_CONFIG_HASH,
+    ANNOTATION_IDLE_SINCE,
     ANNOTATION_TLS_HASH,
     LABEL_POOL,
+    PORT,
+    PORT_NAME,
     ChildNames,
     child_labels,
     daemon_selector_labels,
 )
 from .config import CONFIG_KEY
 from .meta import object_meta
-from .service import PORT, PORT_NAME
 
 CONFIG_DIR = "/etc/buildkit"
 CERTS_DIR = "/certs"

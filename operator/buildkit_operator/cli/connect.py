@@ -28,12 +28,11 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from .kube import secret_data
-from .model import GROUP, PLURAL, VERSION, pool_slug
-from .names import ChildNames
-from .routing import pick
+from ..api import GROUP, PLURAL, VERSION, pool_slug
+from ..api.names import ANNOTATION_WAKE, ChildNames
+from ..buildkit.routing import pick
+from ..cluster import secret_data
 
-ANNOTATION_WAKE = "buildkit.dev/wake"
 WAKE_TIMEOUT = 300.0
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # activity.py reaches render/, which reads this module's names
-    from .activity import Activity
+from ..api.daemons import Activity
+from ..api.names import ANNOTATION_IDLE_SINCE, ANNOTATION_WAKE
 
-ANNOTATION_IDLE_SINCE = "buildkit.dev/idle-since"
-ANNOTATION_WAKE = "buildkit.dev/wake"
+__all__ = ["ANNOTATION_IDLE_SINCE", "ANNOTATION_WAKE", "decide", "format_time", "parse_time"]
 _FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 

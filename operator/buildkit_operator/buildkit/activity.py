@@ -16,27 +16,24 @@ waits for its builds before it stops (see ``render/workload.py``).
 
 The interface, kept stable for its users (the roll planner, scale-to-zero):
 ``Activity`` (``in_flight``, ``last_build``, ``known``, ``building``, ``idle_for(now)``),
-``UNKNOWN``, ``Target``, ``gather(targets)``, and ``daemon_activity`` for a Builder's daemons.
+``UNKNOWN`` (both in ``api/daemons.py``, since the pure planner reads them), ``Target``,
+``targets`` and ``gather``; the reconciler's ``observe.daemon_activity`` asks a Builder's
+daemons through them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-import urllib3
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
-from kubernetes.client.exceptions import ApiException
 
-from .kube import Kube, secret_data
-from .model import Builder
-from .names import ChildNames
-from .render.service import PORT
+from ..api.daemons import Activity
 
 log = logging.getLogger(__name__)
 
@@ -45,40 +42,6 @@ log = logging.getLogger(__name__)
 TIMEOUT = 1.0
 _METHOD = "/moby.buildkit.v1.Control/ListenBuildHistory"
 STARTED = 0  # BuildHistoryEventType.STARTED
-
-
-@dataclass(frozen=True)
-class Activity:
-    """What one daemon was doing when asked.
-
-    ``in_flight`` is the number of builds running, or None when the daemon could not be
-    asked (``reason`` says why). ``last_build`` is when the latest build the daemon
-    remembers started (in flight) or completed, None when it remembers none or was not
-    asked."""
-
-    in_flight: int | None
-    last_build: datetime | None = None
-    reason: str = ""
-
-    @property
-    def known(self) -> bool:
-        return self.in_flight is not None
-
-    @property
-    def building(self) -> bool:
-        return bool(self.in_flight)
-
-    def idle_for(self, now: datetime, started: datetime | None = None) -> float | None:
-        """Seconds without a build until ``now``: since the last build, or else since
-        ``started`` (when the daemon started, remembering no build); None when building or
-        unknown."""
-        if not self.known or self.building:
-            return None
-        since = self.last_build or started
-        return None if since is None else max(0.0, (now - since).total_seconds())
-
-
-UNKNOWN = Activity(None, None, "not asked")
 
 
 @dataclass(frozen=True)
@@ -272,37 +235,3 @@ def describe(activity: Mapping[str, Activity]) -> dict[str, str]:
         else:
             out[daemon] = "idle"
     return out
-
-
-def daemon_activity(
-    kube: Kube,
-    builder: Builder,
-    live: Mapping[tuple[str, str], Mapping[str, Any]],
-    daemons: Sequence[str],
-) -> dict[str, Activity]:
-    """Ask the daemons a change would stop whether they are building (at most about
-    activity.TIMEOUT); the ones that cannot be asked are left unknown."""
-    names = ChildNames(builder.name)
-    try:
-        addresses = kube.daemon_addresses(builder.namespace, names.service)
-    except (ApiException, OSError, urllib3.exceptions.HTTPError) as err:
-        log.info("%s/%s: no daemon addresses: %s", builder.namespace, builder.name, err)
-        return {}
-    mode = builder.spec.tls.mode
-    tls = (
-        None
-        if mode == "disabled"
-        else secret_data(live.get(("Secret", names.client_secret)))
-        if mode == "auto"
-        else {}
-    )
-    found, unknown = targets(
-        daemons,
-        addresses,
-        port=PORT,
-        tls=tls,
-        server_name=f"{names.service}.{builder.namespace}.svc",
-    )
-    answers = {**unknown, **gather(found)}
-    log.info("%s/%s: activity %s", builder.namespace, builder.name, describe(answers))
-    return answers

@@ -33,7 +33,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from .kube import Kube
+from .client import Kube
 
 log = logging.getLogger(__name__)
 

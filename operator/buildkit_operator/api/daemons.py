@@ -10,6 +10,7 @@ never renames another pool's daemons or hands one pool's cache to another.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from .model import Builder, Pool, pool_slug
 from .names import ChildNames
@@ -47,3 +48,37 @@ def daemon_names(builder: Builder) -> list[str]:
 def node_labels(pool: Pool) -> dict[str, str]:
     """The well-known node labels that put a pool's pods on its architecture."""
     return {OS_LABEL: pool.os, ARCH_LABEL: pool.arch}
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What one daemon was doing when asked.
+
+    ``in_flight`` is the number of builds running, or None when the daemon could not be
+    asked (``reason`` says why). ``last_build`` is when the latest build the daemon
+    remembers started (in flight) or completed, None when it remembers none or was not
+    asked."""
+
+    in_flight: int | None
+    last_build: datetime | None = None
+    reason: str = ""
+
+    @property
+    def known(self) -> bool:
+        return self.in_flight is not None
+
+    @property
+    def building(self) -> bool:
+        return bool(self.in_flight)
+
+    def idle_for(self, now: datetime, started: datetime | None = None) -> float | None:
+        """Seconds without a build until ``now``: since the last build, or else since
+        ``started`` (when the daemon started, remembering no build); None when building or
+        unknown."""
+        if not self.known or self.building:
+            return None
+        since = self.last_build or started
+        return None if since is None else max(0.0, (now - since).total_seconds())
+
+
+UNKNOWN = Activity(None, None, "not asked")

@@ -16,13 +16,13 @@ from typing import Any, NoReturn, TextIO
 
 import yaml
 
-from . import __version__
-from .crd import crd_yaml
-from .defaults import DEFAULTS, Defaults, InvalidDefaults, make_defaults
-from .model import API_VERSION, KIND, Builder, InvalidBuilder
-from .render import render_builder, server_sans
-from .render.config import unknown_keys
-from .tls import ensure_tls
+from .. import __version__
+from ..api import API_VERSION, KIND, Builder, InvalidBuilder
+from ..api.crd import crd_yaml
+from ..api.defaults import DEFAULTS, Defaults, InvalidDefaults, make_defaults
+from ..pki import ensure_tls
+from ..render import render_builder, server_sans
+from ..render.config import unknown_keys
 
 EXIT_USAGE = 2
 
@@ -138,7 +138,7 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .handlers import run_operator  # imports kopf: only when running
+    from ..runtime.handlers import run_operator  # imports kopf: only when running
 
     run_operator(
         namespaces=args.namespace,
@@ -158,7 +158,7 @@ def election_from(args: argparse.Namespace) -> Any:
     """The Lease to hold with ``--leader-elect``; None runs alone, as ``make up`` does."""
     if not args.leader_elect:
         return None
-    from .leader import Election, Timing, default_namespace
+    from ..cluster.lease import Election, Timing, default_namespace
 
     timing = Timing(args.lease_duration, args.renew_deadline, args.retry_period)
     try:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .daemons import Daemon
-from .model import (
+from ..api import (
     Builder,
     BuilderStatus,
     Condition,
@@ -21,7 +20,8 @@ from .model import (
     PoolStatus,
     WaitingDaemon,
 )
-from .names import ChildNames
+from ..api.daemons import Daemon
+from ..api.names import ChildNames
 from .plan import WORKLOAD_KIND, Plan
 
 

@@ -32,11 +32,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from .activity import Activity
-from .drift import Schema, default_schema, object_differences, stale_fields
-from .holds import Held, hold_disruptions, stops_daemon
-from .model import API_VERSION, KIND, BuilderSpec, quantity_bytes
-from .names import (
+from ..api import API_VERSION, KIND, BuilderSpec, quantity_bytes
+from ..api.daemons import Activity
+from ..api.names import (
     ANNOTATION_TLS_HASH,
     FIELD_MANAGER,
     LABEL_BUILDER,
@@ -44,6 +42,8 @@ from .names import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
+from .drift import Schema, default_schema, object_differences, stale_fields
+from .holds import Held, hold_disruptions, stops_daemon
 
 Verb = Literal["create", "patch", "recreate", "delete", "roll"]
 Key = tuple[str, str]  # (kind, name)

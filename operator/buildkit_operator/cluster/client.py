@@ -29,8 +29,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from .model import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from .names import FIELD_MANAGER, LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY, label_value
+from ..api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from ..api.names import FIELD_MANAGER, LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY, label_value
 
 log = logging.getLogger(__name__)
 

@@ -21,20 +21,21 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
+from ..api import Builder, InvalidBuilder, duration_seconds
+from ..api.daemons import Activity
+from ..api.daemons import daemons as daemon_slots
+from ..api.defaults import DEFAULTS, Defaults, effective_status
+from ..api.names import ANNOTATION_TLS_HASH, ANNOTATION_WAKE, ChildNames, label_value
+from ..cluster import Kube, secret_data
+from ..pki import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
+from ..render import render_builder, server_sans
+from ..render.config import unknown_keys
+from ..render.secrets import tls_hash
 from . import idle
-from .activity import Activity, daemon_activity
-from .daemons import daemons as daemon_slots
-from .defaults import DEFAULTS, Defaults, effective_status
-from .idle import ANNOTATION_WAKE, format_time, parse_time
-from .kube import Kube, secret_data
-from .model import Builder, InvalidBuilder, duration_seconds
-from .names import ANNOTATION_TLS_HASH, ChildNames, label_value
+from .idle import format_time, parse_time
+from .observe import daemon_activity
 from .plan import WORKLOAD_KIND, Action, Plan, plan
-from .render import render_builder, server_sans
-from .render.config import unknown_keys
-from .render.secrets import tls_hash
 from .status import compute_status, daemon_state, invalid_status
-from .tls import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
 
 log = logging.getLogger(__name__)
 

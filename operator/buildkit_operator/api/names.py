@@ -29,6 +29,14 @@ LABEL_POOL = "buildkit.dev/pool"
 
 ANNOTATION_CONFIG_HASH = "buildkit.dev/config-hash"
 ANNOTATION_TLS_HASH = "buildkit.dev/tls-hash"
+# A sleeping daemon's Deployment: since when it has been idle (scale to zero).
+ANNOTATION_IDLE_SINCE = "buildkit.dev/idle-since"
+# On a Builder: a wake request, set by `buildkit-operator connect` and `wake`.
+ANNOTATION_WAKE = "buildkit.dev/wake"
+
+# buildkitd's build port and its name on Services and containers.
+PORT = 1234
+PORT_NAME = "buildkitd"
 # Longest suffix appended to the base ("-server-tls", "-cache-63", ...) leaves the base this
 # much room inside a 63-character DNS label.
 BASE_MAX = 50

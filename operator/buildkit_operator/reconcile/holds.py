@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .activity import Activity
-from .model import BuilderSpec
+from ..api import BuilderSpec
+from ..api.daemons import Activity
 
 if TYPE_CHECKING:
     from .plan import Action

@@ -18,14 +18,13 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Histogram, start_http_server
 
-from .defaults import DEFAULTS, Defaults
-from .idle import ANNOTATION_WAKE
-from .kube import REQUEST_TIMEOUT, Kube
-from .leader import Election, exit_on_lost_leadership
+from ..api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from ..api.defaults import DEFAULTS, Defaults
+from ..api.names import ANNOTATION_WAKE, LABEL_BUILDER, label_value
+from ..cluster import REQUEST_TIMEOUT, Kube
+from ..cluster.lease import Election, exit_on_lost_leadership
+from ..reconcile.loop import Outcome, reconcile
 from .liveness import serve_liveness
-from .model import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from .names import LABEL_BUILDER, label_value
-from .reconcile import Outcome, reconcile
 from .settings import configure
 
 log = logging.getLogger(__name__)

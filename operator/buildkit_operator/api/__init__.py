@@ -1,0 +1,46 @@
+"""The Builder API: the pydantic model (the CRD is generated from it), install-wide
+defaults, child names and labels. Imports nothing else of the operator."""
+
+from .model import (
+    API_VERSION,
+    DEFAULT_IMAGE_ROOTFUL,
+    DEFAULT_IMAGE_ROOTLESS,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    Builder,
+    BuilderSpec,
+    BuilderStatus,
+    Condition,
+    DaemonStatus,
+    InvalidBuilder,
+    Phase,
+    PoolStatus,
+    WaitingDaemon,
+    duration_seconds,
+    pool_slug,
+    quantity_bytes,
+)
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_IMAGE_ROOTFUL",
+    "DEFAULT_IMAGE_ROOTLESS",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "VERSION",
+    "Builder",
+    "BuilderSpec",
+    "BuilderStatus",
+    "Condition",
+    "DaemonStatus",
+    "InvalidBuilder",
+    "Phase",
+    "PoolStatus",
+    "WaitingDaemon",
+    "duration_seconds",
+    "pool_slug",
+    "quantity_bytes",
+]
