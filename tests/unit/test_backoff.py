@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from buildkit_operator.runtime.handlers import MAX_BACKOFF, backoff
+from buildkit_operator.runtime.runner import MAX_BACKOFF, backoff
 
 
 def test_backoff_doubles_then_caps_without_overflow() -> None:

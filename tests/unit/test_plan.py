@@ -12,7 +12,8 @@ from typing import Any
 
 from buildkit_operator.api import Builder
 from buildkit_operator.pki import ensure_tls
-from buildkit_operator.reconcile.plan import Plan, ownership, plan
+from buildkit_operator.reconcile.plan import ownership, plan
+from buildkit_operator.reconcile.types import Plan
 from buildkit_operator.render import render_builder, server_sans
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)

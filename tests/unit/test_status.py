@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from buildkit_operator.api import Builder
-from buildkit_operator.reconcile.plan import Plan
 from buildkit_operator.reconcile.status import compute_status, daemon_state, invalid_status
+from buildkit_operator.reconcile.types import Plan
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 

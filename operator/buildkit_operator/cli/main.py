@@ -138,7 +138,7 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..runtime.handlers import run_operator  # imports kopf: only when running
+    from ..runtime.process import run_operator  # imports kopf: only when running
 
     run_operator(
         namespaces=args.namespace,

@@ -20,9 +20,7 @@ and timers, and it needs a peering CRD with rights on it.
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -250,11 +248,3 @@ class LeaderElector:
             )
         except Exception as err:  # the successor waits for expiry instead
             log.warning("leader election: could not release Lease: %s", err)
-
-
-def exit_on_lost_leadership() -> None:
-    """Leave at once: a process that may no longer lead must not make one more write."""
-    log.error("leader election: lost the Lease; exiting so that only the new leader reconciles")
-    logging.shutdown()
-    sys.stderr.flush()
-    os._exit(1)

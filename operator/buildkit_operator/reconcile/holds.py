@@ -1,4 +1,4 @@
-"""Which changes that stop a daemon wait, and for what. Pure; used by ``plan.py``.
+"""Which changes that stop a daemon wait, and for what. Pure; called by ``plan.py``.
 
 buildkitd cancels the builds it runs when it stops, so a change that stops a daemon (a roll
 of its pod template, a recreate, a removal) waits while that daemon is building, and while
@@ -11,39 +11,12 @@ still waits for its builds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
 from ..api import BuilderSpec
 from ..api.daemons import Activity
-
-if TYPE_CHECKING:
-    from .plan import Action
-
-WORKLOAD_KIND = "Deployment"
-
-
-@dataclass(frozen=True)
-class Held:
-    """A change to daemon ``daemon`` held back: ``what`` would stop it, ``why`` it waits."""
-
-    daemon: str
-    what: str
-    why: str
-
-
-def stops_daemon(action: Action) -> bool:
-    """Whether carrying out ``action`` stops a running daemon: a recreate, a removal, or a
-    change of the pod template (which the Deployment rolls out by replacing the pod)."""
-    if action.kind != WORKLOAD_KIND or action.verb == "create":
-        return False
-    if action.verb == "patch":
-        return any(
-            path == "spec.template" or path.startswith("spec.template.")
-            for path in action.reason.removeprefix("adopted: ").split(", ")
-        )
-    return True
+from .types import WORKLOAD_KIND, Action, Held
 
 
 def _settled(deployment: Mapping[str, Any]) -> bool:
@@ -73,7 +46,7 @@ def hold_disruptions(
     drain.maxWaitSeconds (then the change goes ahead and the daemon's preStop hook drains
     it): a daemon that is never idle, or another that never settles, cannot hold the
     Builder's changes for ever."""
-    stopping = [a for a in actions if stops_daemon(a)]
+    stopping = [a for a in actions if a.stops_daemon]
     if not stopping:
         return actions, []
     max_wait = spec.drain.max_wait_seconds
@@ -101,7 +74,7 @@ def hold_disruptions(
             continue
         held.append(Held(action.name, _what_stops(action), why))
     allowed = {a.name for a in stopping} - {h.daemon for h in held}
-    kept = [a for a in actions if not stops_daemon(a) or a.name in allowed]
+    kept = [a for a in actions if not a.stops_daemon or a.name in allowed]
     return kept, held
 
 
@@ -118,3 +91,15 @@ def _what_stops(action: Action) -> str:
     if action.verb == "roll":
         return "roll onto a renewed certificate"
     return "roll"
+
+
+def held_since(previous: Mapping[str, Any]) -> dict[str, datetime]:
+    """When each change still held at the last pass began to wait (status.waitingForIdle)."""
+    since: dict[str, datetime] = {}
+    for entry in previous.get("waitingForIdle") or []:
+        try:
+            when = datetime.strptime(entry["since"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except (KeyError, TypeError, ValueError):
+            continue
+        since[str(entry.get("daemon"))] = when
+    return since

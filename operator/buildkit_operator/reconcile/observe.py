@@ -1,22 +1,39 @@
-"""Observe: what a pass reads besides the Builder and its children. Here, what the daemons
-a change would stop are doing, asked of the daemons themselves (``buildkit.activity``)."""
+"""Observe: what a pass reads besides the Builder and its children (which come from the
+cluster's cache): its certificates, reused while valid; a user's TLS Secret; the spec as last
+applied; and what the daemons are doing, asked of the daemons themselves
+(``buildkit.activity``) only when a change would stop one or scale-to-zero must judge it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from ..api import Builder
+from ..api import Builder, InvalidBuilder, duration_seconds
 from ..api.daemons import Activity
-from ..api.names import PORT, ChildNames
+from ..api.daemons import daemons as daemon_slots
+from ..api.defaults import Defaults
+from ..api.names import ANNOTATION_TLS_HASH, ANNOTATION_WAKE, PORT, ChildNames
 from ..buildkit.activity import describe, gather, targets
 from ..cluster import Kube, secret_data
+from ..pki import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
+from ..render import server_sans
+from ..render.secrets import tls_hash
+from . import idle
+from .idle import format_time, parse_time
+from .types import WORKLOAD_KIND
 
 log = logging.getLogger(__name__)
+
+# The certificates a pass last found reusable, per Builder, with the inputs they came
+# from: parsing and verifying them is the largest cost of a pass that changes nothing.
+# ensure_tls depends on the clock only through validity and the renewal window, so the
+# same Secrets give the same answer from then until the earliest renewal time.
+_REUSED: dict[tuple[str, str], tuple[Any, datetime, datetime, TLSBundle]] = {}
 
 
 def daemon_activity(
@@ -51,3 +68,119 @@ def daemon_activity(
     answers = {**unknown, **gather(found)}
     log.info("%s/%s: activity %s", builder.namespace, builder.name, describe(answers))
     return answers
+
+
+def tls_material(
+    kube: Kube, builder: Builder, live: dict[tuple[str, str], dict[str, Any]], now: datetime
+) -> tuple[TLSBundle | None, str | None, str | None]:
+    """(bundle for auto mode, checksum of a user's Secret, problem with the user's Secret)."""
+    tls = builder.spec.tls
+    if tls.mode == "auto":
+        names = ChildNames(builder.name)
+        existing = {
+            role: secret_data(live.get(("Secret", secret)))
+            for role, secret in (
+                ("ca", names.ca_secret),
+                ("server", names.server_secret),
+                ("client", names.client_secret),
+            )
+        }
+        sans = server_sans(builder)
+        memo_key = (
+            builder.name,
+            tuple(sans),
+            tuple((role, tuple(sorted(data.items()))) for role, data in existing.items()),
+        )
+        slot = (builder.namespace, builder.name)
+        reused = _REUSED.get(slot)
+        if reused is not None and reused[0] == memo_key and reused[1] <= now < reused[2]:
+            return reused[3], None, None
+        bundle = ensure_tls(existing, name=builder.name, server_sans=sans, now=now)
+        if not bundle.issued:
+            renew_at = (
+                min(bundle.ca.not_after, bundle.server.not_after, bundle.client.not_after)
+                - RENEW_BEFORE
+            )
+            _REUSED[slot] = (memo_key, now, renew_at, bundle)
+        return bundle, None, None
+    if tls.mode == "secret":
+        assert tls.secret_name
+        secret = kube.get("Secret", builder.namespace, tls.secret_name)
+        if secret is None:
+            return None, None, f"Secret {tls.secret_name} (tls.secretName) does not exist"
+        data = secret_data(secret)
+        problems = validate_user_secret(data, now=now)
+        if problems:
+            return None, None, f"Secret {tls.secret_name}: " + "; ".join(problems)
+        return None, tls_hash(data), None
+    return None, None, None
+
+
+def last_applied(obj: Mapping[str, Any], defaults: Defaults) -> Builder | None:
+    """The Builder as last applied (``status.appliedSpec``), to keep what runs repaired
+    and renewed while the current spec is invalid."""
+    spec = (obj.get("status") or {}).get("appliedSpec")
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        return defaults.apply(Builder.from_manifest({**obj, "spec": spec}))
+    except InvalidBuilder:
+        return None
+
+
+def running_tls_hash(
+    live: Mapping[tuple[str, str], Mapping[str, Any]], builder: Builder
+) -> str | None:
+    """The certificate checksum the running daemon was started with, to keep it as it is."""
+    slots = daemon_slots(builder)
+    first = ChildNames(builder.name).daemon(slots[0].id) if slots else None
+    dep = live.get((WORKLOAD_KIND, first)) if first else None
+    dep = dep or {}
+    template = (dep.get("spec") or {}).get("template") or {}
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ANNOTATION_TLS_HASH)
+    return str(value) if value else None
+
+
+def asleep(
+    kube: Kube,
+    builder: Builder,
+    obj: Mapping[str, Any],
+    live: Mapping[tuple[str, str], Mapping[str, Any]],
+    now: datetime,
+) -> tuple[dict[str, str], float | None]:
+    """The daemons that sleep (scaled to zero by idleTimeout), and when to look again."""
+    timeout = builder.spec.idle_timeout
+    if timeout is None:
+        return {}, None
+    limit = timedelta(seconds=duration_seconds(timeout))
+    annotations = obj["metadata"].get("annotations") or {}
+    wake_requested = parse_time(annotations.get(ANNOTATION_WAKE))
+    names = ChildNames(builder.name)
+    asleep: dict[str, str] = {}
+    soonest: float | None = None
+    slots = {names.daemon(d.id): d for d in daemon_slots(builder)}
+    # Only daemons that run are asked (a sleeping one has no pod, and waits for a wake).
+    awake = [
+        name for name in slots if not idle.sleeping(live.get((WORKLOAD_KIND, name)), wake_requested)
+    ]
+    answers = daemon_activity(kube, builder, live, awake) if awake else {}
+    for name, daemon in slots.items():
+        deployment = live.get((WORKLOAD_KIND, name))
+        since, again = idle.decide(
+            timeout=limit,
+            deployment=deployment,
+            activity=answers.get(name),
+            wake_requested=wake_requested,
+            now=now,
+        )
+        if since is not None:
+            asleep[daemon.id] = format_time(since)
+        if again is not None:
+            soonest = again if soonest is None else min(soonest, again)
+    return asleep, None if soonest is None else max(1.0, soonest)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop what was remembered of a Builder that is gone."""
+    _REUSED.pop((namespace, name), None)

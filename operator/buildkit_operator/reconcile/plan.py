@@ -19,8 +19,8 @@ honoured here and nowhere else:
   while that daemon is building, and while another daemon of the Builder is still rolling:
   daemons are stopped one at a time and never mid-build, each wait bounded by
   ``drain.maxWaitSeconds`` (see ``holds.py``). What a daemon is doing comes in as
-  ``activity`` (``activity.py``); a daemon that could not be asked counts as idle, since its
-  preStop hook still waits for its builds.
+  ``activity`` (``api.daemons.Activity``); a daemon that could not be asked counts as idle,
+  since its preStop hook still waits for its builds.
 
 Drift follows the API server's own semantics (see ``drift.py``).
 """
@@ -28,7 +28,6 @@ Drift follows the API server's own semantics (see ``drift.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -43,13 +42,8 @@ from ..api.names import (
     MANAGED_BY,
 )
 from .drift import Schema, default_schema, object_differences, stale_fields
-from .holds import Held, hold_disruptions, stops_daemon
-
-Verb = Literal["create", "patch", "recreate", "delete", "roll"]
-Key = tuple[str, str]  # (kind, name)
-
-WORKLOAD_KIND = "Deployment"
-CLAIM_KIND = "PersistentVolumeClaim"
+from .holds import hold_disruptions
+from .types import CLAIM_KIND, WORKLOAD_KIND, Action, Key, Plan
 
 # Changing these in place is refused by the API server or would be wrong for a running
 # daemon (the security context decides which user owns the cache), so the object is
@@ -67,39 +61,6 @@ _IMMUTABLE_PATHS: dict[str, tuple[str, ...]] = {"Deployment": ("spec.selector",)
 # A claim's spec is immutable but for its size, which may only grow.
 _CLAIM_FIXED = ("storageClassName", "accessModes", "volumeMode")
 _TLS_HASH_PATH = f"spec.template.metadata.annotations.{ANNOTATION_TLS_HASH}"
-
-
-@dataclass(frozen=True)
-class Action:
-    verb: Verb
-    kind: str
-    name: str
-    obj: Mapping[str, Any] = field(repr=False)
-    reason: str
-
-    @property
-    def key(self) -> Key:
-        return (self.kind, self.name)
-
-
-@dataclass(frozen=True)
-class Plan:
-    actions: tuple[Action, ...] = ()
-    drifted: tuple[str, ...] = ()  # held back: "Deployment x-0: spec.replicas"
-    missing: tuple[str, ...] = ()  # held back by noCreate: "Deployment x-0"
-    waiting: tuple[str, ...] = ()  # objects still being deleted
-    conflicts: tuple[str, ...] = ()  # objects of our names that are someone else's
-    kept: tuple[str, ...] = ()  # cache claims that cannot change in place, with what to do
-    held: tuple[Held, ...] = ()  # changes that would stop a daemon, waiting for it to be idle
-    # Daemons a planned or held change would stop: the ones whose activity matters.
-    disruptive: tuple[str, ...] = ()
-
-    @property
-    def converged(self) -> bool:
-        return not (self.actions or self.waiting or self.held)
-
-    def touches_workload(self, name: str) -> bool:
-        return any(a.kind == WORKLOAD_KIND and a.name == name for a in self.actions)
 
 
 def _under(path: str, prefixes: Iterable[str]) -> bool:
@@ -262,9 +223,9 @@ def plan(
                 actions.append(Action("roll", kind, name, _roll_patch(want), "new certificate"))
             continue
         if _under_any(paths, _RECREATE_PATHS.get(kind, ())):
-            actions.append(Action("recreate", kind, name, want, ", ".join(paths)))
+            actions.append(Action("recreate", kind, name, want, ", ".join(paths), tuple(paths)))
         else:
-            actions.append(Action("patch", kind, name, want, ", ".join(paths)))
+            actions.append(Action("patch", kind, name, want, ", ".join(paths), tuple(paths)))
 
     # The TLS Secrets are one set: certificates signed by a CA that cannot be stored (its
     # Secret is someone else's) would be issued anew on every pass. Hold the whole set.
@@ -301,7 +262,7 @@ def plan(
             continue
         actions.append(Action("delete", kind, name, have, "no longer in the spec"))
 
-    disruptive = tuple(a.name for a in actions if stops_daemon(a))
+    disruptive = tuple(a.name for a in actions if a.stops_daemon)
     # The daemons this Builder runs (its own, or adopted under noCreate), to see which are
     # still rolling.
     running = {
@@ -382,4 +343,6 @@ def _adopt(
     if spec.no_recreate or _under_any(paths, _IMMUTABLE_PATHS.get(kind, ())):
         drifted += _describe(kind, name, paths)
         return
-    actions.append(Action("patch", kind, name, adopted, "adopted: " + ", ".join(paths)))
+    actions.append(
+        Action("patch", kind, name, adopted, "adopted: " + ", ".join(paths), tuple(paths))
+    )

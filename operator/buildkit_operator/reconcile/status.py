@@ -22,7 +22,7 @@ from ..api import (
 )
 from ..api.daemons import Daemon
 from ..api.names import ChildNames
-from .plan import WORKLOAD_KIND, Plan
+from .types import WORKLOAD_KIND, Plan
 
 
 @dataclass(frozen=True)

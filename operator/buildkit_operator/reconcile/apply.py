@@ -1,0 +1,108 @@
+"""Apply: carry out a plan's actions against the API server, in an order that never leaves
+certificates stored without the CA that signs them. A refusal stops only the change it
+refused; it is returned, with the server's own message, for the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError
+
+from ..api.names import ChildNames
+from ..cluster import Kube
+from .types import WORKLOAD_KIND, Action, Key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Applied:
+    """What applying a plan did: the actions done, the refusals (one line each), the keys
+    refused, and each written object as the API server returned it (None once deleted)."""
+
+    done: list[Action] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    failed: set[Key] = field(default_factory=set)
+    after: dict[Key, dict[str, Any] | None] = field(default_factory=dict)
+
+
+def api_message(err: Exception) -> str:
+    """The API server's own message for a refused request."""
+    status = getattr(err, "status", None)
+    body = getattr(err, "body", None)
+    message = None
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    if isinstance(body, str):
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+    message = message or getattr(err, "summary", lambda: None)() or getattr(err, "reason", "")
+    return f"{status or ''} {message}".strip()
+
+
+def _apply(kube: Kube, namespace: str, action: Action) -> dict[str, Any] | None:
+    """Carry out one action; returns the object as the API server now has it, if any."""
+    if action.verb in ("create", "patch"):
+        return kube.apply(action.obj)
+    if action.verb == "roll":
+        return dict(kube.merge_patch(action.kind, namespace, action.name, action.obj))
+    uid = (action.obj.get("metadata") or {}).get("uid") if action.verb == "delete" else None
+    # Deleted now and created by a later pass once it is gone, so old and new never run
+    # side by side on one cache volume.
+    kube.delete(action.kind, namespace, action.name, uid=uid)
+    return None
+
+
+def _independent(action: Action) -> bool:
+    return action.verb in ("create", "patch") and action.kind != WORKLOAD_KIND
+
+
+def apply_actions(kube: Kube, namespace: str, name: str, actions: Sequence[Action]) -> Applied:
+    """Carry out ``actions`` for Builder ``namespace/name``.
+
+    A new CA is stored before anything it signs: were the operator killed between the two,
+    certificates stored without their CA would have to be issued again. What the daemons
+    mount (and the Services) depends on nothing else of the pass: applied together.
+    Workloads follow, then deletions, one at a time as planned."""
+    result = Applied()
+
+    def attempt(action: Action) -> Exception | None:
+        try:
+            result.after[action.key] = _apply(kube, namespace, action)
+        except (ApiException, DynamicApiError) as err:
+            return err
+        return None
+
+    names = ChildNames(name)
+    ca_key = ("Secret", names.ca_secret)
+    ca = [a for a in actions if a.key == ca_key and _independent(a)]
+    first = [a for a in actions if _independent(a) and a.key != ca_key]
+    rest = [a for a in actions if not _independent(a)]
+    results: list[Exception | None] = [attempt(a) for a in ca]
+    blocked: set[Key] = set()
+    if any(r is not None for r in results):
+        blocked = {("Secret", names.server_secret), ("Secret", names.client_secret)}
+    ran = iter(kube.map(attempt, [a for a in first if a.key not in blocked]))
+    unsigned = ApiException(reason="not written: the CA Secret that signs it was refused")
+    results += [unsigned if a.key in blocked else next(ran) for a in first]
+    results += [attempt(a) for a in rest]
+    for action, refused in zip([*ca, *first, *rest], results, strict=True):
+        if refused is not None:
+            problem = f"{action.verb} {action.kind} {action.name}: {api_message(refused)}"
+            result.errors.append(problem)
+            result.failed.add(action.key)
+            log.warning("%s/%s: %s", namespace, name, problem)
+            continue
+        result.done.append(action)
+        log.info(
+            "%s/%s: %s %s %s (%s)",
+            namespace, name, action.verb, action.kind, action.name, action.reason,
+        )  # fmt: skip
+    return result
