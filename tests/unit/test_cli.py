@@ -4,6 +4,7 @@ a traceback), and ``crd`` prints the CRD that is in crds/."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from buildkit_operator.cli.main import load_builders, render_objects
+from buildkit_operator.cli.main import _dump_stream, load_builders, needs_quotes, render_objects
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR = REPO / ".venv" / "bin" / "buildkit-operator"
@@ -261,3 +262,27 @@ def test_crd_prints_the_committed_crd() -> None:
     crd = yaml.safe_load(proc.stdout)
     assert crd["kind"] == "CustomResourceDefinition"
     assert crd["metadata"]["name"] == "builders.buildkit.dev"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2214636903781e04", "1e3", "0x1f", "1_000", "12:30", "2026-01-01", "0", "-1", ".5",
+     "yes", "On", "NULL", "~", "y", ".inf", " padded", "trailing "],
+)  # fmt: skip
+def test_render_quotes_strings_yaml_readers_take_for_something_else(value: str) -> None:
+    """A config hash of digits and one `e` is a float to kubectl's YAML reader (Go's):
+    `buildkit-operator render | kubectl apply -f -` failed on one Builder in a thousand."""
+
+    assert needs_quotes(value)
+    out = io.StringIO()
+    _dump_stream([{"metadata": {"annotations": {"buildkit.dev/config-hash": value}}}], out)
+    assert f'"{value}"' in out.getvalue()
+    assert yaml.safe_load(out.getvalue())["metadata"]["annotations"] == {
+        "buildkit.dev/config-hash": value
+    }
+
+
+@pytest.mark.parametrize("value", ["d18372847aa1a3bf", "buildkitd", "tcp://0.0.0.0:1234", "a1"])
+def test_render_leaves_plain_strings_plain(value: str) -> None:
+
+    assert not needs_quotes(value)
