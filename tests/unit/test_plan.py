@@ -219,3 +219,23 @@ def test_someone_elses_ca_holds_the_whole_certificate_set() -> None:
     assert not any(a.kind == "Deployment" for a in p.actions)
     assert any("Secret team-a-ca" in c for c in p.conflicts)
     assert ("create", "Service", "team-a") in verbs(p)
+
+
+def test_a_secret_the_daemons_mount_is_never_deleted() -> None:
+    """tls.mode auto → secret naming the server Secret the Builder had (a natural way to
+    freeze a certificate): that Secret is no longer rendered, but the daemons mount it."""
+    auto = make()
+    live = {
+        (o["kind"], o["metadata"]["name"]): {
+            **o,
+            "metadata": {**o["metadata"], "uid": f"uid-{o['metadata']['name']}"},
+        }
+        for o in render_builder(auto, _BUNDLE)
+    }
+    frozen = make(tls={"mode": "secret", "secretName": "team-a-server-tls"})
+    desired = render_builder(frozen, None, external_tls_hash="abc")
+    p = plan(frozen.spec, desired, live, builder="team-a", uid=UID, label="team-a")
+    assert ("delete", "Secret", "team-a-server-tls") not in verbs(p)
+    # What nothing mounts any more goes.
+    assert ("delete", "Secret", "team-a-ca") in verbs(p)
+    assert ("delete", "Secret", "team-a-client-tls") in verbs(p)

@@ -249,6 +249,12 @@ def plan(
                 or not _mounts(a.obj, mounts)
             ]
 
+    # What a daemon of the current spec mounts, or a running one still does, is never
+    # deleted: a Builder moved to tls.mode secret may name the server Secret it had.
+    in_use = set().union(
+        *(_mounted(o) for o in workloads),
+        *(_mounted(o) for (k, _), o in live.items() if k == WORKLOAD_KIND and whose(o) == "ours"),
+    )
     for key, have in live.items():
         if key in desired_keys or whose(have) != "ours":
             continue
@@ -257,6 +263,8 @@ def plan(
             continue
         if kind == CLAIM_KIND:
             continue  # a cache is never deleted by the operator
+        if key in in_use:
+            continue
         if spec.no_recreate:
             drifted.append(f"{kind} {name}: not in the spec")
             continue
@@ -309,17 +317,22 @@ def _roll_patch(want: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _mounted(workload: Mapping[str, Any]) -> set[Key]:
+    """The ConfigMaps, Secrets and claims a workload's pods mount."""
+    template = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+    found: set[Key] = set()
+    for volume in template.get("volumes") or []:
+        if cm := volume.get("configMap"):
+            found.add(("ConfigMap", cm.get("name")))
+        if secret := volume.get("secret"):
+            found.add(("Secret", secret.get("secretName")))
+        if claim := volume.get("persistentVolumeClaim"):
+            found.add((CLAIM_KIND, claim.get("claimName")))
+    return found
+
+
 def _mounts(workload: Mapping[str, Any], keys: set[Key]) -> bool:
-    volumes = workload["spec"]["template"]["spec"].get("volumes") or []
-    for volume in volumes:
-        if (cm := volume.get("configMap")) and ("ConfigMap", cm.get("name")) in keys:
-            return True
-        if (secret := volume.get("secret")) and ("Secret", secret.get("secretName")) in keys:
-            return True
-        claim = volume.get("persistentVolumeClaim")
-        if claim and (CLAIM_KIND, claim.get("claimName")) in keys:
-            return True
-    return False
+    return bool(_mounted(workload) & keys)
 
 
 def _adopt(
