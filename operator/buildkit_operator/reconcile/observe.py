@@ -17,7 +17,7 @@ from ..api import Builder, InvalidBuilder, duration_seconds
 from ..api.daemons import Activity
 from ..api.daemons import daemons as daemon_slots
 from ..api.defaults import Defaults
-from ..api.names import ANNOTATION_TLS_HASH, ANNOTATION_WAKE, PORT, ChildNames
+from ..api.names import ANNOTATION_TLS_HASH, ANNOTATION_WAKE, PORT, ChildNames, label_value
 from ..buildkit.activity import describe, gather, targets
 from ..cluster import Kube, secret_data
 from ..pki import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
@@ -25,6 +25,7 @@ from ..render import server_sans
 from ..render.secrets import tls_hash
 from . import idle
 from .idle import format_time, parse_time
+from .plan import ownership
 from .types import WORKLOAD_KIND
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,17 @@ def tls_material(
     tls = builder.spec.tls
     if tls.mode == "auto":
         names = ChildNames(builder.name)
+        # Found by name, not by label: a CA Secret whose labels someone removed is still
+        # this Builder's (ownership decides, in plan), and must never be issued anew.
+        secrets = [names.ca_secret, names.server_secret, names.client_secret]
+        kube.get_missing(builder.namespace, [("Secret", s) for s in secrets], live)
+
+        def ours(secret: str) -> Mapping[str, Any] | None:
+            obj = live.get(("Secret", secret))
+            return obj if obj and _owned(obj, builder) else None
+
         existing = {
-            role: secret_data(live.get(("Secret", secret)))
+            role: secret_data(ours(secret))
             for role, secret in (
                 ("ca", names.ca_secret),
                 ("server", names.server_secret),
@@ -184,3 +194,13 @@ def asleep(
 def forget(namespace: str, name: str) -> None:
     """Drop what was remembered of a Builder that is gone."""
     _REUSED.pop((namespace, name), None)
+
+
+def _owned(obj: Mapping[str, Any], builder: Builder) -> bool:
+    """Only this Builder's own Secrets are certificate material: anything else of their
+    names (someone's copy with our labels, a deleted namesake's) is never signed with or
+    reused."""
+    return (
+        ownership(obj, builder=builder.name, uid=builder.uid, label=label_value(builder.name))
+        == "ours"
+    )
