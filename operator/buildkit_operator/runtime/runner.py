@@ -60,6 +60,8 @@ class Runner:
         # claim (it carries the label but no owner reference).
         self._by_label: dict[tuple[str, str], set[str]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._users: dict[tuple[str, str], int] = {}  # tasks holding or awaiting the lock
+        self._gone: set[tuple[str, str]] = set()  # Builders found gone: drop their lock
         self._queued: set[tuple[str, str]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._failures: dict[tuple[str, str], int] = {}
@@ -68,7 +70,23 @@ class Runner:
         key = (namespace, name)
         if (timer := self._timers.pop(key, None)) is not None:
             timer.cancel()
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        # The lock is dropped with the last user of it, never while another task waits on
+        # it: a new lock beside a held one would let two passes of one Builder run at once.
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            return await self._run_locked(key, lock)
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+                if key in self._gone:
+                    self._gone.discard(key)
+                    self._locks.pop(key, None)
+
+    async def _run_locked(self, key: tuple[str, str], lock: asyncio.Lock) -> Outcome:
+        namespace, name = key
+        async with lock:
             started = time.monotonic()
             try:
                 outcome = await asyncio.get_running_loop().run_in_executor(
@@ -82,6 +100,10 @@ class Runner:
             finally:
                 DURATION.observe(time.monotonic() - started)
         RECONCILES.labels(outcome.phase or "gone").inc()
+        if outcome.phase is None:
+            self._gone.add(key)
+        else:
+            self._gone.discard(key)
         if outcome.errors:
             # Refused changes are retried, backing off while the refusal lasts.
             failures = self._failures[key] = self._failures.get(key, 0) + 1
@@ -90,9 +112,7 @@ class Runner:
         self._failures.pop(key, None)
         for action in outcome.actions:
             ACTIONS.labels(action.split(" ", 1)[0]).inc()
-        if outcome.phase is None:
-            self._locks.pop(key, None)
-        elif outcome.requeue_after is not None:
+        if outcome.phase is not None and outcome.requeue_after is not None:
             self._schedule(key, outcome.requeue_after)
         return outcome
 
