@@ -6,7 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from buildkit_operator.api import Builder
-from buildkit_operator.reconcile.status import compute_status, daemon_state, invalid_status
+from buildkit_operator.reconcile.status import (
+    compute_status,
+    daemon_state,
+    failed_status,
+    invalid_status,
+)
 from buildkit_operator.reconcile.types import Plan
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
@@ -150,3 +155,18 @@ def test_kstatus_reads_reconciling_and_stalled() -> None:
     assert held["Stalled"]["status"] == "True" and held["Ready"]["status"] == "False"
     invalid = conditions(invalid_status(["spec.x: bad"], generation=2, previous={}, now=NOW))
     assert invalid["Stalled"]["status"] == "True"
+
+
+def test_a_pass_cut_short_no_longer_claims_ready() -> None:
+    """A timeout or a refused read mid-pass: the Builder was Ready, and its status kept
+    saying so. Now Ready is False with the cause, and what describes the daemons stays."""
+    ready = status_for(make(replicas=2), Plan(), [1, 1], not_after=NOW + timedelta(days=365))
+    later = NOW + timedelta(minutes=5)
+    s = failed_status("403 secrets is forbidden", generation=4, previous=ready, now=later)
+    c = conditions(s)
+    assert s["phase"] == "Degraded" and "403 secrets is forbidden" in s["message"]
+    assert c["Ready"]["status"] == "False" and c["Ready"]["reason"] == "ApiError"
+    assert c["Degraded"]["status"] == "True" and c["Stalled"]["status"] == "True"
+    assert c["Ready"]["lastTransitionTime"] == "2026-11-24T00:05:00Z"
+    assert s["ready"] == "2/2" and s["endpoint"] == ready["endpoint"]
+    assert s["observedGeneration"] == 4

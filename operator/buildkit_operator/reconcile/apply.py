@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
@@ -18,6 +19,10 @@ from ..cluster import Kube
 from .types import WORKLOAD_KIND, Action, Key
 
 log = logging.getLogger(__name__)
+
+# What can cut a request short: the API server's refusal, and a timeout or a reset
+# connection on the way (urllib3's errors, OSError for sockets).
+FAILURES = (ApiException, DynamicApiError, urllib3.exceptions.HTTPError, OSError)
 
 
 @dataclass
@@ -32,7 +37,7 @@ class Applied:
 
 
 def api_message(err: Exception) -> str:
-    """The API server's own message for a refused request."""
+    """The API server's own message for a refused request, or what cut it short."""
     status = getattr(err, "status", None)
     body = getattr(err, "body", None)
     message = None
@@ -43,7 +48,12 @@ def api_message(err: Exception) -> str:
             message = json.loads(body).get("message")
         except (ValueError, AttributeError):
             message = None
-    message = message or getattr(err, "summary", lambda: None)() or getattr(err, "reason", "")
+    message = (
+        message
+        or getattr(err, "summary", lambda: None)()
+        or getattr(err, "reason", None)
+        or f"{type(err).__name__}: {err}"
+    )
     return f"{status or ''} {message}".strip()
 
 
@@ -76,7 +86,7 @@ def apply_actions(kube: Kube, namespace: str, name: str, actions: Sequence[Actio
     def attempt(action: Action) -> Exception | None:
         try:
             result.after[action.key] = _apply(kube, namespace, action)
-        except (ApiException, DynamicApiError) as err:
+        except FAILURES as err:
             return err
         return None
 

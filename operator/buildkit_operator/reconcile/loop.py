@@ -27,7 +27,7 @@ from ..api.names import ChildNames, label_value
 from ..cluster import Kube
 from ..pki import TLSBundle
 from ..render import render_builder
-from .apply import Applied, apply_actions
+from .apply import FAILURES, Applied, api_message, apply_actions
 from .holds import held_since
 from .observe import (
     asleep,
@@ -46,7 +46,7 @@ from .report import (
     write_status,
 )
 from .requeue import USER_SECRET_CHECK, requeue_after
-from .status import compute_status, daemon_state
+from .status import compute_status, daemon_state, failed_status
 from .types import WORKLOAD_KIND, Outcome, Plan
 
 __all__ = ["Outcome", "reconcile"]
@@ -78,6 +78,21 @@ def reconcile(
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         forget(namespace, name)
         return Outcome(phase=None)  # gone or going: owner references clean up
+    try:
+        return _pass(kube, obj, defaults, now)
+    except FAILURES as err:
+        # Whatever cut the pass short, the status must not go on claiming what it did.
+        problem = api_message(err) or type(err).__name__
+        previous = obj.get("status") or {}
+        generation = obj["metadata"].get("generation")
+        status = failed_status(problem, generation=generation, previous=previous, now=now)
+        written = write_status(kube, obj, status)
+        record_phase_event(kube, obj, previous, status, written)
+        return Outcome(phase="Degraded", status_written=written, errors=(problem,))
+
+
+def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) -> Outcome:
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     previous = obj.get("status") or {}
     generation = obj["metadata"].get("generation")
 

@@ -338,3 +338,36 @@ def invalid_status(
         "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions],
     }
     return {k: v for k, v in status.items() if v is not None}
+
+
+def failed_status(
+    problem: str, *, generation: int | None, previous: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    """Status for a pass the API server cut short (a timeout, a reset connection, a refused
+    read): nothing can be said of the daemons, so their fields are kept as they were, but
+    the Builder no longer claims to be Ready."""
+    message = f"the last pass failed, will retry: {problem}"
+    old_conditions = previous.get("conditions") or []
+    kept = {k: v for k, v in previous.items() if k not in ("phase", "message", "conditions")}
+
+    def condition(type_: str, true: bool) -> Condition:
+        return _condition(old_conditions, type_, true, "ApiError", message, now, generation)
+
+    conditions = [
+        condition("Ready", False),
+        *[
+            Condition.model_validate(c)
+            for c in old_conditions
+            if c.get("type") in ("Progressing", "Drifted", "Reconciling")
+        ],
+        condition("Degraded", True),
+        condition("Stalled", True),
+    ]
+    status = {
+        **kept,
+        "phase": "Degraded",
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions],
+    }
+    return {k: v for k, v in status.items() if v is not None}
