@@ -11,6 +11,7 @@ import pytest
 
 from buildkit_operator.reconcile.drift import (
     default_schema,
+    displaced_lists,
     object_differences,
     owned_fields,
     stale_fields,
@@ -206,3 +207,35 @@ def test_other_managers_and_status_ownership_are_not_ours() -> None:
     have = {"metadata": {"managedFields": MANAGED}}
     assert owned_fields(have, "kubectl") is None
     assert stale_fields(deployment({}), have, "kube-controller-manager") == []
+
+
+def _service(ports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "namespace": "ns"},
+        "spec": {"ports": ports},
+    }
+
+
+def test_a_port_edited_under_its_name_is_displaced_not_only_missing() -> None:
+    """`kubectl patch svc --type=json` of port 1234 to 8266: server-side apply merges ports
+    by (port, protocol), so applying 1234 adds a second port named buildkitd, which the API
+    server refuses. The list has to be replaced."""
+    ours = {"name": "buildkitd", "port": 1234, "targetPort": "buildkitd", "protocol": "TCP"}
+    want = _service([ours])
+    edited = _service([{**ours, "port": 8266}])
+    assert "spec.ports[1234,TCP]" in object_differences(want, edited)
+    assert displaced_lists(want, edited) == ["spec.ports"]
+    # Another port beside ours (someone's own, another name) is not displacement.
+    beside = _service([ours, {"name": "metrics", "port": 9090, "protocol": "TCP"}])
+    assert displaced_lists(want, beside) == []
+    missing = _service([{"name": "other", "port": 80, "protocol": "TCP"}])
+    assert displaced_lists(want, missing) == []
+
+
+def test_a_container_port_edited_under_its_name_is_displaced() -> None:
+    port = {"name": "buildkitd", "containerPort": 1234, "protocol": "TCP"}
+    want = deployment({}, {"ports": [port]})
+    edited = live(deployment({}, {"ports": [{**port, "containerPort": 8266}]}))
+    assert displaced_lists(want, edited) == ["spec.template.spec.containers[buildkitd].ports"]

@@ -239,3 +239,12 @@ def test_a_secret_the_daemons_mount_is_never_deleted() -> None:
     # What nothing mounts any more goes.
     assert ("delete", "Secret", "team-a-ca") in verbs(p)
     assert ("delete", "Secret", "team-a-client-tls") in verbs(p)
+
+
+def test_replacing_sets_the_outermost_list_whole() -> None:
+    from buildkit_operator.reconcile.apply import replacing
+
+    service = {"spec": {"ports": [{"port": 1234}], "type": "ClusterIP"}}
+    assert replacing(service, ["spec.ports"]) == {"spec": {"ports": [{"port": 1234}]}}
+    workload = {"spec": {"template": {"spec": {"containers": [{"name": "b", "ports": []}]}}}}
+    assert replacing(workload, ["spec.template.spec.containers[b].ports"]) == workload

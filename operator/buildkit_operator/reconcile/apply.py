@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,9 @@ def api_message(err: Exception) -> str:
 
 def _apply(kube: Kube, namespace: str, action: Action) -> dict[str, Any] | None:
     """Carry out one action; returns the object as the API server now has it, if any."""
+    if action.replace:
+        # A merge patch replaces a list whole (server-side apply merges it by key).
+        kube.merge_patch(action.kind, namespace, action.name, replacing(action.obj, action.replace))
     if action.verb in ("create", "patch"):
         return kube.apply(action.obj)
     if action.verb == "roll":
@@ -68,6 +71,24 @@ def _apply(kube: Kube, namespace: str, action: Action) -> dict[str, Any] | None:
     # side by side on one cache volume.
     kube.delete(action.kind, namespace, action.name, uid=uid)
     return None
+
+
+def replacing(obj: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """A merge patch that sets, whole, the outermost list on each of ``paths`` to what
+    ``obj`` has there: ``spec.ports`` → ``{"spec": {"ports": [...]}}``; a list inside a
+    list item (``spec.template.spec.containers[buildkitd].ports``) replaces the outer list."""
+    patch: dict[str, Any] = {}
+    for path in paths:
+        parts = path.split(".")
+        outer = next((i for i, p in enumerate(parts) if "[" in p), len(parts) - 1)
+        steps = [*parts[:outer], parts[outer].split("[", 1)[0]]
+        source: Any = obj
+        target = patch
+        for step in steps[:-1]:
+            source = source[step]
+            target = target.setdefault(step, {})
+        target[steps[-1]] = source[steps[-1]]
+    return patch
 
 
 def _independent(action: Action) -> bool:

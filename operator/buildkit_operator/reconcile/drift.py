@@ -107,9 +107,18 @@ def _key_text(key: tuple[Any, ...]) -> str:
 
 
 def differences(
-    want: Any, have: Any, node: Mapping[str, Any] | None, schema: Schema, path: str = ""
+    want: Any,
+    have: Any,
+    node: Mapping[str, Any] | None,
+    schema: Schema,
+    path: str = "",
+    displaced: list[str] | None = None,
 ) -> list[str]:
-    """Paths where ``have`` does not carry what ``want`` says, by the schema's semantics."""
+    """Paths where ``have`` does not carry what ``want`` says, by the schema's semantics.
+
+    ``displaced`` collects the list-maps where a wanted item is missing while a live item of
+    the same ``name`` sits under another key (a Service port edited from 1234 to 8266): an
+    apply would add the wanted item beside it, and the API server refuses two of one name."""
     node, ref = schema.resolve(node)
     if ref == QUANTITY:
         a, b = _quantity(want), _quantity(have)
@@ -129,7 +138,7 @@ def differences(
                     found.append(sub)
                 continue
             child = props.get(key) if props else (extra if isinstance(extra, Mapping) else None)
-            found += differences(value, have[key], child, schema, sub)
+            found += differences(value, have[key], child, schema, sub, displaced)
         if not props and node.get("x-kubernetes-map-type") == "atomic":
             # An atomic map (nodeSelector) is replaced whole by an apply: a key someone
             # added is drift.
@@ -147,11 +156,17 @@ def differences(
             for item in want:
                 key = _item_key(item, keys)
                 sub = f"{path}[{_key_text(key)}]"
-                found += (
-                    [sub]
-                    if key not in by_key
-                    else differences(item, by_key[key], items, schema, sub)
-                )
+                if key in by_key:
+                    found += differences(item, by_key[key], items, schema, sub, displaced)
+                    continue
+                found.append(sub)
+                name = item.get("name") if isinstance(item, Mapping) else None
+                if (
+                    displaced is not None
+                    and name is not None
+                    and any(isinstance(h, Mapping) and h.get("name") == name for h in have)
+                ):
+                    displaced.append(path)
             return found
         if list_type == "set":
             return [f"{path}[{item}]" for item in want if item not in have]
@@ -161,7 +176,7 @@ def differences(
             return [path]
         found = []
         for index, (a, b) in enumerate(zip(want, have, strict=True)):
-            found += differences(a, b, items, schema, f"{path}[{index}]")
+            found += differences(a, b, items, schema, f"{path}[{index}]", displaced)
         return found
     if want == have and type(want) is type(have):
         return []
@@ -176,6 +191,19 @@ def object_differences(
     """Where the live object ``have`` does not carry the rendered ``want``."""
     schema = schema or default_schema()
     return differences(comparable(want), comparable(have), schema.root(str(want["kind"])), schema)
+
+
+def displaced_lists(
+    want: Mapping[str, Any], have: Mapping[str, Any], schema: Schema | None = None
+) -> list[str]:
+    """The list-maps of ``have`` where an item of a wanted name sits under another key
+    (see ``differences``): an apply cannot repair them, only a replacement of the list."""
+    schema = schema or default_schema()
+    found: list[str] = []
+    differences(
+        comparable(want), comparable(have), schema.root(str(want["kind"])), schema, "", found
+    )
+    return sorted(set(found))
 
 
 # --- field ownership -------------------------------------------------------------------------

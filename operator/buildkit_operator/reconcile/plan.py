@@ -41,7 +41,13 @@ from ..api.names import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
-from .drift import Schema, default_schema, object_differences, stale_fields
+from .drift import (
+    Schema,
+    default_schema,
+    displaced_lists,
+    object_differences,
+    stale_fields,
+)
 from .holds import hold_disruptions
 from .types import CLAIM_KIND, WORKLOAD_KIND, Action, Key, Plan
 
@@ -225,7 +231,9 @@ def plan(
         if _under_any(paths, _RECREATE_PATHS.get(kind, ())):
             actions.append(Action("recreate", kind, name, want, ", ".join(paths), tuple(paths)))
         else:
-            actions.append(Action("patch", kind, name, want, ", ".join(paths), tuple(paths)))
+            replace = tuple(displaced_lists(want, have, schema))
+            reason = ", ".join(paths) + (f" (replacing {', '.join(replace)})" if replace else "")
+            actions.append(Action("patch", kind, name, want, reason, tuple(paths), replace))
 
     # The TLS Secrets are one set: certificates signed by a CA that cannot be stored (its
     # Secret is someone else's) would be issued anew on every pass. Hold the whole set.

@@ -19,7 +19,8 @@ CLAIM_KIND = "PersistentVolumeClaim"
 @dataclass(frozen=True)
 class Action:
     """One change to one child. ``paths`` are the fields a patch or recreate changes (as
-    ``drift`` names them); ``reason`` says the same for a person."""
+    ``drift`` names them); ``reason`` says the same for a person; ``replace`` names the
+    lists to replace whole first (``drift.displaced_lists``)."""
 
     verb: Verb
     kind: str
@@ -27,6 +28,9 @@ class Action:
     obj: Mapping[str, Any] = field(repr=False)
     reason: str
     paths: tuple[str, ...] = ()
+    # Lists an apply cannot repair (an item of our name under another key): replaced whole
+    # before the apply.
+    replace: tuple[str, ...] = ()
 
     @property
     def key(self) -> Key:
