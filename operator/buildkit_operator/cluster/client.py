@@ -54,6 +54,10 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 _FOREGROUND_KINDS = {"Deployment"}
 
 
+class Fenced(RuntimeError):
+    """A write this process may no longer make: its leadership may have passed on."""
+
+
 def _default_timeout(api_client: client.ApiClient, timeout: tuple[float, float]) -> None:
     """Give every request of ``api_client`` a timeout unless the call sets its own: the
     client's default is to wait for ever."""
@@ -358,6 +362,8 @@ class Kube:
         self.cache: ChildCache | None = None
         self.builders: dict[tuple[str, str], dict[str, Any]] = {}
         self.reporting_instance = socket.gethostname()
+        # Leadership's fence: writes are sent only while it answers True (see raw).
+        self.fence: Callable[[], bool] | None = None
 
     @property
     def host(self) -> str:
@@ -372,10 +378,18 @@ class Kube:
         content_type: str = "application/json",
         stream: bool = False,
         read_timeout: float | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """A request decoded as plain JSON (or, with ``stream``, the open response): the
         typed and dynamic clients' model objects cost more CPU than the request itself.
-        A refusal raises ApiException with the server's status and body."""
+        A refusal raises ApiException with the server's status and body.
+
+        ``timeout`` bounds the whole request (connecting and reading) and turns off
+        urllib3's own retries: the Lease's requests must end by its deadline. A write is
+        refused here, before it is sent, once ``fence`` says this process may no longer
+        lead."""
+        if method != "GET" and self.fence is not None and not self.fence():
+            raise Fenced(f"{method} {url}: not sent, this process may no longer lead")
         configuration = self.api_client.configuration
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -385,13 +399,17 @@ class Kube:
         for auth in configuration.auth_settings().values():
             if auth.get("in") == "header" and auth.get("value"):
                 headers[auth["key"]] = auth["value"]
+        bounded = timeout is not None
         response = self.api_client.rest_client.pool_manager.request(
             method,
             url,
             headers=headers,
             body=None if body is None else json.dumps(body),
             preload_content=not stream,
-            timeout=urllib3.Timeout(connect=self.timeout[0], read=read_timeout or self.timeout[1]),
+            timeout=urllib3.Timeout(total=timeout)
+            if bounded
+            else urllib3.Timeout(connect=self.timeout[0], read=read_timeout or self.timeout[1]),
+            retries=False if bounded else None,
         )
         if stream:
             return response

@@ -87,9 +87,15 @@ def may_take(
     lease: Mapping[str, Any], identity: str, observed_at: float, now: float, duration: float
 ) -> bool:
     """Whether ``identity`` may write itself into the Lease: it holds it already, nobody
-    does, or the holder has not renewed for ``duration`` seconds of our clock since
-    ``observed_at`` (when this process last saw the Lease change)."""
-    holder = (lease.get("spec") or {}).get("holderIdentity")
+    does, or the holder has not renewed for its duration of our clock since ``observed_at``
+    (when this process last saw the Lease change). The duration is the one the holder wrote
+    in the Lease (``leaseDurationSeconds``), as client-go reads it; ``duration`` where it
+    wrote none."""
+    spec = lease.get("spec") or {}
+    holder = spec.get("holderIdentity")
+    written = spec.get("leaseDurationSeconds")
+    if isinstance(written, int) and written > 0:
+        duration = written
     return not holder or holder == identity or now - observed_at >= duration
 
 
@@ -126,7 +132,23 @@ class LeaderElector:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self._renewed_at = 0.0
+        self._leading = False
         self._stop = threading.Event()
+
+    def valid(self) -> bool:
+        """Whether this process may still act as the leader: it renewed the Lease less than
+        the renew deadline ago. Checked before every write (``Kube.fence``); a standby
+        cannot take over before then, since the deadline is shorter than the Lease."""
+        return self._leading and self.clock() - self._renewed_at < self.timing.renew_deadline
+
+    def _request(self, method: str, url: str, body: Any = None) -> Any:
+        """One Lease request, ended by the renew deadline (no hidden retries): a leader on
+        a hung connection must not outlive its leadership waiting for an answer."""
+        if self._leading:
+            left = self.timing.renew_deadline - (self.clock() - self._renewed_at)
+        else:
+            left = self.timing.renew_deadline
+        return self.kube.raw(method, url, body=body, timeout=max(0.1, left))
 
     @property
     def _url(self) -> str:
@@ -135,7 +157,7 @@ class LeaderElector:
 
     def _read(self) -> dict[str, Any] | None:
         try:
-            lease: dict[str, Any] = self.kube.raw("GET", self._url)
+            lease: dict[str, Any] = self._request("GET", self._url)
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -168,7 +190,7 @@ class LeaderElector:
                     "spec": self._spec(0, None),
                 }
                 url = self._url.rsplit("/", 1)[0]
-                written = self.kube.raw("POST", url, body=body)
+                written = self._request("POST", url, body)
             else:
                 if not may_take(
                     lease,
@@ -185,7 +207,7 @@ class LeaderElector:
                     **lease,
                     "spec": self._spec(transitions, spec.get("acquireTime") if ours else None),
                 }
-                written = self.kube.raw("PUT", self._url, body=body)
+                written = self._request("PUT", self._url, body)
         except ApiException as err:
             if err.status not in (409, 404):
                 log.warning(
@@ -195,8 +217,12 @@ class LeaderElector:
         except Exception as err:  # a connection refused or timed out: try again later
             log.warning("leader election: Lease %s/%s: %s", self.namespace, self.name, err)
             return False
-        self._observed, self._observed_at = _record(written), self.clock()
-        self._renewed_at = self.clock()
+        now = self.clock()
+        if self._leading and now - self._renewed_at >= self.timing.renew_deadline:
+            return False  # renewed too late: leadership may have passed on meanwhile
+        self._observed, self._observed_at = _record(written), now
+        self._renewed_at = now
+        self._leading = True
         return True
 
     def acquire(self) -> None:
@@ -213,36 +239,51 @@ class LeaderElector:
 
     def keep_renewing(self, on_lost: Callable[[], None]) -> threading.Thread:
         """Renew every retry period on a thread of its own; call ``on_lost`` when the Lease
-        could not be renewed for the renew deadline (or another process holds it)."""
+        could not be renewed for the renew deadline (or another process holds it). A
+        watchdog of its own calls it at the deadline even while a renewal hangs."""
+        lost = threading.Event()
+
+        def lose() -> None:
+            if not self._stop.is_set() and not lost.is_set():
+                lost.set()
+                self._leading = False
+                on_lost()
 
         def loop() -> None:
             while not self._stop.wait(self.timing.retry_period):
                 if self.try_acquire_or_renew():
                     continue
                 holder = (self._observed or (None,))[0]
-                if holder not in (None, self.identity) or (
-                    self.clock() - self._renewed_at >= self.timing.renew_deadline
-                ):
-                    if not self._stop.is_set():
-                        on_lost()
+                if holder not in (None, self.identity) or not self.valid():
+                    lose()
                     return
 
+        def watchdog() -> None:
+            tick = min(0.5, self.timing.retry_period / 2)
+            while not self._stop.wait(tick) and not lost.is_set():
+                if not self.valid():
+                    lose()
+                    return
+
+        threading.Thread(target=watchdog, daemon=True, name="leader-watchdog").start()
         thread = threading.Thread(target=loop, daemon=True, name="leader-election")
         thread.start()
         return thread
 
     def release(self) -> None:
         """Stop renewing and, if this process still holds the Lease, give it up so that a
-        standby takes over at once."""
+        standby takes over at once. Called once nothing of this process writes any more:
+        from here on the fence refuses every write but these two."""
         self._stop.set()
+        self._leading = False
         try:
-            lease = self.kube.raw("GET", self._url)
+            lease = self._request("GET", self._url)
             spec = lease.get("spec") or {}
             if spec.get("holderIdentity") != self.identity:
                 return
             now = _micro_time(datetime.now(UTC))
             released = {**spec, "holderIdentity": None, "renewTime": now, "leaseDurationSeconds": 1}
-            self.kube.raw("PUT", self._url, body={**lease, "spec": released})
+            self._request("PUT", self._url, {**lease, "spec": released})
             log.info(
                 "leader election: %s released Lease %s/%s", self.identity, self.namespace, self.name
             )

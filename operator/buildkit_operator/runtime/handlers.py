@@ -30,6 +30,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube = await asyncio.to_thread(
         Kube, timeout=(min(REQUEST_TIMEOUT[0], timeout), timeout), concurrency=concurrency
     )
+    # With leader election, no write leaves this process once it may have lost the Lease.
+    kube.fence = memo.get("fence")
     runner = Runner(kube, memo.get("defaults", DEFAULTS), concurrency=concurrency)
     memo["runner"] = runner
     loop = asyncio.get_running_loop()
@@ -50,3 +52,12 @@ async def builder_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
     if runner is None or not isinstance(obj, Mapping):
         return
     runner.builder_changed(event.get("type"), copy.deepcopy(dict(obj)))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """On the way out, before the Lease is released: no pass starts, and the ones running
+    end, so that nothing of this process writes beside its successor."""
+    runner: Runner | None = memo.get("runner")
+    if runner is not None:
+        await asyncio.to_thread(runner.close)

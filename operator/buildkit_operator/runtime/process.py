@@ -67,8 +67,10 @@ def run_operator(
                 defaults=defaults,
                 concurrency=concurrency,
                 namespaces=[] if all_namespaces else namespaces,
+                fence=elector.valid if elector is not None else None,
             ),
         )
     finally:
+        # Kopf has run the cleanup handler: the reconciles have ended.
         if elector is not None:
             elector.release()

@@ -65,6 +65,7 @@ class Runner:
         self._queued: set[tuple[str, str]] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._failures: dict[tuple[str, str], int] = {}
+        self._closed = False
 
     async def run(self, namespace: str, name: str) -> Outcome:
         key = (namespace, name)
@@ -157,10 +158,18 @@ class Runner:
                 if (namespace, name) in self._generations:
                     self.request(namespace, name)
 
+    def close(self) -> None:
+        """Start no pass any more, and wait for the running ones to end (blocking)."""
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
     def request(self, namespace: str, name: str) -> None:
         """Ask for a reconcile soon; requests made while one is queued are folded into it."""
         key = (namespace, name)
-        if key in self._queued:
+        if key in self._queued or self._closed:
             return
         self._queued.add(key)
         asyncio.get_running_loop().create_task(self._run_queued(key))
