@@ -2,7 +2,7 @@
 
 Builders come through ``kopf.on.event``, for which Kopf persists nothing on the object
 (no bookkeeping patch per Builder); the children come through the watch-fed cache in
-kube.py, whose changes wake their Builder.
+cluster/cache.py, whose changes wake their Builder.
 """
 
 from __future__ import annotations
