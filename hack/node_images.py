@@ -44,8 +44,8 @@ REPO = HACK_DIR.parent
 IMAGES_DIR = HACK_DIR / "images"
 BUILD_TOOLS = HACK_DIR / "build-tools.sh"
 
-# The versions the operator renders by default (operator/buildkit_operator/model.py) and the
-# sandbox image containerd 2.4 asks for.
+# The versions the operator renders by default (operator/buildkit_operator/api/buildkitd.py)
+# and the sandbox image containerd 2.4 asks for.
 BUILDKIT_VERSION = "v0.34.2"
 PAUSE_TAG = "3.10.2"
 PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_TAG}"

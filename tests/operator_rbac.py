@@ -6,7 +6,7 @@ from __future__ import annotations
 
 Grant = tuple[str, str, str]
 
-# See operator/buildkit_operator/kube.py and handlers.py.
+# See operator/buildkit_operator/cluster/client.py, cluster/cache.py and runtime/handlers.py.
 NEEDED: frozenset[Grant] = frozenset(
     {
         # Builders are only read: they come through kopf.on.event, which keeps no state on
@@ -34,7 +34,7 @@ NEEDED: frozenset[Grant] = frozenset(
     }
 )
 
-# Leader election (leader.py), in the release namespace only: a Lease is created once,
+# Leader election (cluster/lease.py), in the release namespace only: a Lease is created once,
 # then read and renewed by name. `create` cannot be confined to a name; get and update are,
 # to LEASE (the chart names the Lease after the release's full name).
 LEADER_ELECTION_CREATE: frozenset[Grant] = frozenset({("coordination.k8s.io", "leases", "create")})

@@ -12,16 +12,9 @@ from typing import Any
 
 import yaml
 
-from .model import (
-    GROUP,
-    KIND,
-    PLURAL,
-    SHORT_NAMES,
-    SINGULAR,
-    VERSION,
-    BuilderSpec,
-    BuilderStatus,
-)
+from .identity import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from .spec import BuilderSpec
+from .status import BuilderStatus
 
 _DROP = {"title"}
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .model import Builder, Pool, pool_slug
+from .builder import Builder
 from .names import ChildNames
+from .pools import Pool, pool_slug
 
 ARCH_LABEL = "kubernetes.io/arch"
 OS_LABEL = "kubernetes.io/os"

@@ -17,16 +17,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .model import (
-    BUILDKIT_VERSION,
-    DEFAULT_CACHE_SIZE,
-    DEFAULT_IMAGE_REPOSITORY,
-    Builder,
-    CacheSpec,
-    CacheStatus,
-    ResourceRequirements,
-    describe_errors,
-)
+from .builder import Builder, describe_errors
+from .buildkitd import BUILDKIT_VERSION, DEFAULT_IMAGE_REPOSITORY
+from .cache import DEFAULT_CACHE_SIZE, CacheSpec
+from .pod import ResourceRequirements
+from .status import CacheStatus
 
 
 class InvalidDefaults(ValueError):

@@ -3,7 +3,7 @@ asks the runner (``runner.py``) to reconcile the Builder concerned.
 
 Builders come through ``kopf.on.event``, for which Kopf persists nothing on the object
 (no bookkeeping patch per Builder); the children come through the watch-fed cache in
-``cluster/cache``, whose changes wake their Builder.
+``cluster/cache.py``, whose changes wake their Builder.
 """
 
 from __future__ import annotations
