@@ -147,11 +147,23 @@ class ChildCache:
             self.on_change(obj)
         return True
 
-    def _drop(self, obj: dict[str, Any]) -> None:
+    def _drop(self, obj: dict[str, Any], listed_at: str | None = None) -> None:
+        """Forget ``obj``: deleted (a watch's DELETED event carries the object as it was
+        deleted), or absent from a list as of resource version ``listed_at``. What is
+        cached is kept when it is newer than that: the same name made anew (another uid),
+        or written by a pass after the list was taken. Dropping it would make a pass see
+        its own fresh write missing: a spurious create, for the CA Secret a re-issue."""
         key = self._key(obj)
         with self._lock:
-            old = self._objects.pop(key, None)
+            old = self._objects.get(key)
             if old is not None:
+                if listed_at is not None:
+                    as_of: Mapping[str, Any] = {"metadata": {"resourceVersion": listed_at}}
+                    if newer(old, as_of):
+                        return
+                elif (old["metadata"].get("uid") != obj["metadata"].get("uid")) or newer(old, obj):
+                    return
+                del self._objects[key]
                 self._unindex(key, old)
         self.on_change(obj)
 
@@ -198,6 +210,7 @@ class ChildCache:
             token = (body.get("metadata") or {}).get("continue") or ""
             if not token:
                 break
+        listed_at = str(body["metadata"]["resourceVersion"])
         with self._lock:
             gone = [
                 obj
@@ -205,10 +218,10 @@ class ChildCache:
                 if key[0] == kind and (not namespace or key[1] == namespace) and key not in seen
             ]
         for obj in gone:
-            self._drop(obj)
+            self._drop(obj, listed_at)
         self._heard[(kind, namespace)] = time.monotonic()
         self._synced[(kind, namespace)].set()
-        return str(body["metadata"]["resourceVersion"])
+        return listed_at
 
     def _watch(self, kind: str, namespace: str, version: str) -> str:
         """Follow one watch until the server ends it; returns where to resume ("" to list
