@@ -248,3 +248,32 @@ def test_replacing_sets_the_outermost_list_whole() -> None:
     assert replacing(service, ["spec.ports"]) == {"spec": {"ports": [{"port": 1234}]}}
     workload = {"spec": {"template": {"spec": {"containers": [{"name": "b", "ports": []}]}}}}
     assert replacing(workload, ["spec.template.spec.containers[b].ports"]) == workload
+
+
+def test_every_delete_and_recreate_names_the_live_objects_uid() -> None:
+    """A recreate deleted by name alone: an object made anew meanwhile (by someone else)
+    could be deleted in its place."""
+
+    def live_of(b: Builder) -> dict[tuple[str, str], dict[str, Any]]:
+        return {
+            (o["kind"], o["metadata"]["name"]): {
+                **o,
+                "metadata": {**o["metadata"], "uid": f"uid-{o['kind']}-{o['metadata']['name']}"},
+            }
+            for o in render_builder(b, _BUNDLE)
+        }
+
+    untls = decide(make(tls={"mode": "disabled"}), live_of(make()))
+    live = live_of(make())
+    workload = live[("Deployment", "team-a-0")]
+    workload["spec"] = {**workload["spec"], "selector": {"matchLabels": {"other": "x"}}}
+    reselected = decide(make(), live)
+    removing = [
+        a for p in (untls, reselected) for a in p.actions if a.verb in ("delete", "recreate")
+    ]
+    assert {(a.verb, a.name) for a in removing} >= {
+        ("delete", "team-a-ca"),
+        ("recreate", "team-a-0"),
+    }
+    for action in removing:
+        assert action.uid == f"uid-{action.kind}-{action.name}"

@@ -66,10 +66,9 @@ def _apply(kube: Kube, namespace: str, action: Action) -> dict[str, Any] | None:
         return kube.apply(action.obj)
     if action.verb == "roll":
         return dict(kube.merge_patch(action.kind, namespace, action.name, action.obj))
-    uid = (action.obj.get("metadata") or {}).get("uid") if action.verb == "delete" else None
     # Deleted now and created by a later pass once it is gone, so old and new never run
-    # side by side on one cache volume.
-    kube.delete(action.kind, namespace, action.name, uid=uid)
+    # side by side on one cache volume; only the object the plan saw (its uid).
+    kube.delete(action.kind, namespace, action.name, uid=action.uid)
     return None
 
 

@@ -196,9 +196,8 @@ def plan(
             # the operator removes its own leftovers at once, by uid. Never a claim, and
             # nothing where the spec forbids deleting workloads.
             if kind != CLAIM_KIND and not spec.no_create and not spec.no_recreate:
-                actions.append(
-                    Action("delete", kind, name, have, "left by a deleted Builder of this name")
-                )
+                reason = "left by a deleted Builder of this name"
+                actions.append(Action("delete", kind, name, have, reason, uid=_uid(have)))
             waiting.append(f"{kind} {name} of a deleted Builder of this name is being removed")
             continue
         if owner == "foreign":
@@ -229,7 +228,9 @@ def plan(
                 actions.append(Action("roll", kind, name, _roll_patch(want), "new certificate"))
             continue
         if _under_any(paths, _RECREATE_PATHS.get(kind, ())):
-            actions.append(Action("recreate", kind, name, want, ", ".join(paths), tuple(paths)))
+            actions.append(
+                Action("recreate", kind, name, want, ", ".join(paths), tuple(paths), uid=_uid(have))
+            )
         else:
             replace = tuple(displaced_lists(want, have, schema))
             reason = ", ".join(paths) + (f" (replacing {', '.join(replace)})" if replace else "")
@@ -276,7 +277,8 @@ def plan(
         if spec.no_recreate:
             drifted.append(f"{kind} {name}: not in the spec")
             continue
-        actions.append(Action("delete", kind, name, have, "no longer in the spec"))
+        reason = "no longer in the spec"
+        actions.append(Action("delete", kind, name, have, reason, uid=_uid(have)))
 
     disruptive = tuple(a.name for a in actions if a.stops_daemon)
     # The daemons this Builder runs (its own, or adopted under noCreate), to see which are
@@ -300,6 +302,11 @@ def plan(
         tuple(held),
         disruptive,
     )
+
+
+def _uid(obj: Mapping[str, Any]) -> str | None:
+    uid = (obj.get("metadata") or {}).get("uid")
+    return str(uid) if uid else None
 
 
 def _under_any(paths: Iterable[str], prefixes: Iterable[str]) -> bool:

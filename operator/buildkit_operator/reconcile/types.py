@@ -31,6 +31,8 @@ class Action:
     # Lists an apply cannot repair (an item of our name under another key): replaced whole
     # before the apply.
     replace: tuple[str, ...] = ()
+    # The live object's uid, for a delete or recreate: only that object is deleted.
+    uid: str | None = None
 
     @property
     def key(self) -> Key:
