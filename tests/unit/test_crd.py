@@ -13,13 +13,14 @@ from typing import Any, get_args, get_origin
 
 import pytest
 import yaml
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from buildkit_operator.api import Builder, BuilderSpec, BuilderStatus
 from buildkit_operator.api.crd import builder_crd, crd_yaml
 from buildkit_operator.render import render_builder
+from fuzzing import fuzz_settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "crds" / "builders.buildkit.dev.yaml"
@@ -638,7 +639,7 @@ def _python_accepts_san(san: str) -> bool:
 SAN_ALPHABET = "0123456789abcdefABCDEF:.%*-xz"
 
 
-@settings(max_examples=1000, deadline=None, derandomize=True)
+@fuzz_settings(1000, derandomize=True)
 @example(san="1:2:3:4:5:6:7::")
 @example(san="::2:3:4:5:6:7:8")
 @example(san="1::3:4:5:6:7:8")

@@ -17,6 +17,7 @@ from buildkit_operator.api import Builder
 from buildkit_operator.api.names import ChildNames, label_value, selector_labels
 from buildkit_operator.pki import ensure_tls
 from buildkit_operator.render import render_builder, server_sans
+from fuzzing import fuzz_settings
 
 # What the API server checks (k8s.io/apimachinery/pkg/util/validation).
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -29,8 +30,8 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 MAX_DAEMONS = 64  # spec.replicas is at most 64
 ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
-FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-RENDERING = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = fuzz_settings(100, suppress_health_check=[HealthCheck.too_slow])
+RENDERING = fuzz_settings(25, suppress_health_check=[HealthCheck.too_slow])
 
 
 def is_dns_1035_label(name: str) -> bool:
