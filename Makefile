@@ -12,12 +12,16 @@ USER_TOOLS := kubernetes helm buildkit
 EXAMPLE ?= examples/builder.yaml
 # Builders in the scale benchmark (`make bench N=500`).
 N ?= $(or $(BENCH_N),100)
+# `make fuzz`: examples per fuzzer, new random ones each run (BKO_FUZZ_RANDOM= : the pinned ones).
+BKO_FUZZ_EXAMPLES ?= 100
+BKO_FUZZ_RANDOM ?= 1
 
-.PHONY: help venv tools cluster cluster-down up down operator-start operator-stop test test-unit \
-	test-integration test-e2e test-node test-chaos node node-down lint format crd manifests bench clean
+.PHONY: help venv tools cluster cluster-down up down operator-start operator-stop check test test-unit \
+	test-smoke test-integration test-e2e test-node test-chaos fuzz node node-down lint format crd \
+	manifests bench clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setting up $(VENV) (Python dependencies, pinned in pyproject.toml)" >&2
@@ -56,11 +60,18 @@ operator-stop: ## stop an operator started by `make up`
 	@if [ -f $(CLUSTER_DIR)/operator.pid ]; then \
 		kill $$(cat $(CLUSTER_DIR)/operator.pid) 2>/dev/null || true; rm -f $(CLUSTER_DIR)/operator.pid; fi
 
+check: $(VENV)/.installed lint ## before a push (a few minutes): lint, the unit tier and the integration smoke tests
+	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/integration -m smoke
+
 test: $(VENV)/.installed lint ## run every test tier: unit, integration (real control plane), e2e (real BuildKit), node (real kubelet), chaos (one short round)
 	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/node tests/chaos
 
 test-unit: $(VENV)/.installed ## fast tests of the pure parts
 	$(PY) -m pytest tests/unit
+
+test-smoke: $(VENV)/.installed ## the integration tests marked smoke: the control plane works, a Builder is created, Ready, deleted
+	$(PY) -m pytest tests/integration -m smoke
 
 test-integration: $(VENV)/.installed ## tests against the local control plane
 	$(PY) -m pytest tests/integration
@@ -73,6 +84,11 @@ test-chaos: $(VENV)/.installed ## leader failover and rounds of faults (BKO_CHAO
 
 test-node: $(VENV)/.installed ## tests on a real node: Builders' pods in containers, the operator's image
 	$(PY) -m pytest tests/node
+
+fuzz: $(VENV)/.installed ## the Hypothesis fuzzers, unit and integration, on new random examples (BKO_FUZZ_EXAMPLES=100)
+	BKO_FUZZ_EXAMPLES=$(BKO_FUZZ_EXAMPLES) \
+	$(if $(BKO_FUZZ_RANDOM),BKO_FUZZ_RANDOM=$(BKO_FUZZ_RANDOM),env -u BKO_FUZZ_RANDOM) \
+	$(PY) -m pytest tests/unit tests/integration -m hypothesis
 
 lint: $(VENV)/.installed ## ruff and mypy
 	$(VENV)/bin/ruff check operator tests hack bench

@@ -12,6 +12,7 @@ from cluster import KUBERNETES_VERSION, NODES, Kubectl, LocalCluster, wait_for
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.smoke
 def test_version_and_nodes(cluster: LocalCluster, kubectl: Kubectl) -> None:
     assert cluster.api.get("/version")["gitVersion"] == KUBERNETES_VERSION
     versions = kubectl.json("version")
@@ -55,6 +56,7 @@ spec:
 """
 
 
+@pytest.mark.smoke
 def test_deployment_pod_runs_on_arm64_node(kubectl: Kubectl, namespace: str) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=DEPLOYMENT)
 

@@ -38,6 +38,7 @@ pytestmark = pytest.mark.integration
 # --- 1: a Builder becomes Ready where its nodeSelector says ---------------------------------
 
 
+@pytest.mark.smoke
 def test_builder_on_arm64_becomes_ready(k: Kubectl, namespace: str) -> None:
     k.apply(
         builder(
@@ -257,7 +258,7 @@ def test_no_recreate_reports_drift_then_applies(k: Kubectl, namespace: str) -> N
 # --- 5: deletion ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("retain", [True, False])
+@pytest.mark.parametrize("retain", [True, pytest.param(False, marks=pytest.mark.smoke)])
 def test_delete_builder_removes_children(k: Kubectl, namespace: str, retain: bool) -> None:
     k.apply(builder("gone", namespace, replicas=2, cache={"size": "2Gi", "retain": retain}))
     wait_phase(k, "gone", namespace, "Ready")

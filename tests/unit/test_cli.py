@@ -1,12 +1,13 @@
-"""The installed ``buildkit-operator`` command, run as a user runs it: ``render`` prints what
-the operator would create, bad input is one line naming the problem with exit status 2 (never
-a traceback), and ``crd`` prints the CRD that is in crds/."""
+"""The ``buildkit-operator`` command: ``render`` prints what the operator would create, bad
+input is one line naming the problem with exit status 2 (never a traceback), and ``crd``
+prints the CRD that is in crds/. Most cases call the command in this interpreter
+(cli_in_process); the installed entry point is run as a user runs it, as a subprocess, for
+``crd`` and for one bad input."""
 
 from __future__ import annotations
 
 import io
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ import pytest
 import yaml
 
 from buildkit_operator.cli.main import _dump_stream, load_builders, needs_quotes, render_objects
+from cli_in_process import OPERATOR, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
-OPERATOR = REPO / ".venv" / "bin" / "buildkit-operator"
 EXAMPLE = REPO / "examples" / "builder.yaml"
 
 BUILDER = """\
@@ -30,7 +31,11 @@ spec:
 """
 
 
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+run = run_cli
+
+
+def run_installed(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed entry point in a process of its own, as a user runs it."""
     return subprocess.run(
         [str(OPERATOR), *args],
         input=stdin,
@@ -40,17 +45,6 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
         timeout=60,
         cwd=REPO,
     )
-
-
-def run_all(
-    invocations: dict[str, tuple[list[str], str | None]],
-) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Every invocation at once (each is a fresh interpreter: mostly waiting on imports)."""
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = {
-            key: pool.submit(run, *args, stdin=stdin) for key, (args, stdin) in invocations.items()
-        }
-        return {key: future.result() for key, future in futures.items()}
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *phrases: str) -> str:
@@ -183,7 +177,7 @@ BROKEN_YAML = (
 
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any]]:
-    """(input file, finished process) per bad input, all run at once."""
+    """(input file, finished command) per bad input."""
     root = tmp_path_factory.mktemp("bad")
     files: dict[str, Path] = {}
     for name, spec, _ in BAD_BUILDERS:
@@ -197,8 +191,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any]]
     files["binary"] = root / "image.yaml"
     files["binary"].write_bytes(b"\xff\xfe\x00\x01binary")
     files["missing"] = root / "nope.yaml"
-    procs = run_all({name: (["render", "-f", str(path)], None) for name, path in files.items()})
-    return {name: (files[name], procs[name]) for name in files}
+    return {name: (path, run("render", "-f", str(path))) for name, path in files.items()}
 
 
 @pytest.mark.parametrize(
@@ -243,6 +236,17 @@ def test_render_missing_file(bad: dict[str, tuple[Path, Any]]) -> None:
     assert_one_line_error(proc, str(path), "No such file")
 
 
+def test_installed_command_reports_bad_input_in_one_line(
+    bad: dict[str, tuple[Path, Any]],
+) -> None:
+    """The entry point in a process of its own: exit status 2 and one line, no traceback, the
+    same as the in-process call gives."""
+    path, _ = bad["cache-size"]
+    proc = run_installed("render", "-f", str(path))
+    assert_one_line_error(proc, "spec.cache.size", "50Gib", str(path), "Builder bad")
+    assert proc.stderr == bad["cache-size"][1].stderr, "the same as main() in-process"
+
+
 def test_render_needs_a_file() -> None:
     proc = run("render")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -253,7 +257,7 @@ def test_render_needs_a_file() -> None:
 
 
 def test_crd_prints_the_committed_crd() -> None:
-    proc = run("crd")
+    proc = run_installed("crd")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (REPO / "crds" / "builders.buildkit.dev.yaml").read_text(), (
         "crds/ differs from `buildkit-operator crd`: regenerate with "

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 from buildkit_operator.render.config import unknown_keys
-
-OPERATOR = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "buildkit-operator"
+from cli_in_process import run_cli
 
 
 def test_known_keys_pass() -> None:
@@ -49,9 +45,7 @@ def test_render_warns_but_still_renders() -> None:
         "apiVersion: buildkit.dev/v1alpha1\nkind: Builder\nmetadata: {name: x}\n"
         "spec:\n  buildkitd:\n    config: |\n      [worker.oci]\n      max_parallelism = 2\n"
     )
-    proc = subprocess.run(
-        [str(OPERATOR), "render", "-f", "-"], input=doc, capture_output=True, text=True, check=False
-    )
+    proc = run_cli("render", "-f", "-", stdin=doc)
     assert proc.returncode == 0
     assert "warning" in proc.stderr and "worker.oci.max_parallelism" in proc.stderr
     assert "kind: Deployment" in proc.stdout

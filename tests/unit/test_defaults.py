@@ -1,13 +1,12 @@
 """Install-wide defaults: what a Builder gets where its spec is silent, what it keeps where it
-speaks, and what its status says it got. Pure: no cluster; the command line is run as a user
-runs it."""
+speaks, and what its status says it got. Pure: no cluster; the command line is called in
+this interpreter (cli_in_process), as the installed entry point calls it."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +20,8 @@ from buildkit_operator.api.defaults import (
     make_defaults,
 )
 from buildkit_operator.render import render_builder
+from cli_in_process import run_cli
 
-REPO = Path(__file__).resolve().parents[2]
-OPERATOR = REPO / ".venv" / "bin" / "buildkit-operator"
 # The contract: the default image is a pinned moby/buildkit:<version> or <version>-rootless.
 PINNED_TAG = DEFAULT_IMAGE_ROOTFUL.rsplit(":", 1)[1]
 MIRROR = "registry.internal/moby/buildkit"
@@ -184,10 +182,7 @@ def test_bad_defaults_name_their_flag(kwargs: dict[str, Any], flag: str, words: 
 
 
 def run(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(OPERATOR), *args], input=stdin, capture_output=True, text=True, check=False,
-        timeout=60,
-    )  # fmt: skip
+    return run_cli(*args, stdin=stdin)
 
 
 BUILDER = yaml.safe_dump(

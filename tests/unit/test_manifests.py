@@ -73,12 +73,13 @@ def documents(text: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def template(helm: Path, helm_env: dict[str, str]) -> Any:
+    rendered: dict[tuple[str, ...], str] = {}  # helm's output per command: rendered once
+
     def render(*args: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-        out = run(
-            [str(helm), "template", RELEASE, str(CHART), "--namespace", namespace, *args],
-            helm_env,
-        )
-        return documents(out)
+        command = (str(helm), "template", RELEASE, str(CHART), "--namespace", namespace, *args)
+        if command not in rendered:
+            rendered[command] = run(list(command), helm_env)
+        return documents(rendered[command])  # parsed anew: callers may change what they get
 
     return render
 

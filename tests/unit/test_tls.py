@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from buildkit_operator.pki import (
@@ -27,6 +27,7 @@ from buildkit_operator.pki import (
     server_not_after,
     validate_user_secret,
 )
+from fuzzing import fuzz_settings
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 NAME = "team-a"
@@ -421,11 +422,7 @@ def test_leaf_in_ca_slot_is_reissued(bundle: TLSBundle) -> None:
     assert "CA certificate is not a CA certificate" in again.reasons
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@fuzz_settings(25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.dictionaries(
         st.sampled_from(["ca", "server", "client", "other"]),
