@@ -82,3 +82,53 @@ def test_one_leader_reconciles_and_the_standby_takes_over(
     assert audit.writes([a.user, b.user], since, namespace) == []
     renewals = audit.writes([a.user, b.user], since)
     assert renewals and all(f"/namespaces/{operator_ns}/leases/" in w for w in renewals), renewals
+
+
+def test_a_partitioned_leader_writes_nothing_after_its_successor(
+    chaos_cluster: LocalCluster,
+    admin: Kubectl,
+    workspace: tuple[str, str],
+    replicas: Callable[..., Replica],
+) -> None:
+    """The leader stopped (SIGSTOP: a hung process, or one cut off from the API server)
+    past its Lease while the standby takes over and writes, then resumed: from the audit
+    log, the old leader makes no write at all after its successor's first one. Each replica
+    is its own user, so the log tells them apart."""
+    namespace, _ = workspace
+    audit = Audit(chaos_cluster.audit_log)
+    a = replicas("a")
+    a.wait_for_log(r"waits for Lease")
+    b = replicas("b")
+    b.wait_for_log(r"waits for Lease")
+    leader, standby = _leader(a, b)
+    want = {"part-0": Expected()}
+    admin.apply(builder("part-0", namespace, **want["part-0"].spec()))
+    wait_converged(admin, namespace, want, [], timeout=120)
+
+    leader.pause()
+    paused = time.time()
+    # Work the old leader would do the moment it runs again: a spec change, and a
+    # deleted child to repair.
+    want["part-0"] = Expected(replicas=2)
+    patch_spec(admin, "part-0", namespace, want["part-0"].spec())
+    wait_until("the standby to lead", standby.leads, timeout=3 * LEASE_DURATION, interval=0.1)
+    wait_converged(admin, namespace, want, [], timeout=120)
+    audit.update()
+    first = min(
+        e["_when"]
+        for e in audit.entries
+        if e["_when"] >= paused
+        and e.get("user", {}).get("username") == standby.user
+        and f"/namespaces/{namespace}/" in e.get("requestURI", "")
+    )
+    admin("delete", "configmap", "part-0-config", "-n", namespace, "--wait=false")
+    leader.resume()
+    time.sleep(2 * LEASE_DURATION / 3)  # time for it to act, had it anything to write with
+    wait_converged(admin, namespace, want, [], timeout=120)
+    late = audit.writes([leader.user], first)
+    assert late == [], f"the old leader wrote after its successor: {late}"
+    assert not leader.leads() or not leader.running
+    report(
+        f"partitioned leader (SIGSTOP {time.time() - paused:.0f}s): no write after its "
+        f"successor's first; it {'exited' if not leader.running else 'stayed standby'}"
+    )

@@ -79,6 +79,13 @@ class OperatorProcess:
         self.stop(timeout)
         return self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs as it is, connections open, until resumed."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
     def _signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):
