@@ -2,11 +2,13 @@
 
 - Convergence: Hypothesis draws valid Builders over every field of the contract (lists
   whose items share keys, quantities in every spelling, raw config, each TLS mode); each is
-  applied, and the operator must come to rest: no write (from the API server's audit log)
-  and no Event for a window, whatever the spec.
+  applied, and the operator must come to rest in the phase the spec leads to (Ready, or
+  Pending where no node matches its nodeSelector): no write (from the API server's audit
+  log) and no Event for a window, whatever the spec.
 - Hand edits: a random field the operator owns (read from the live object's managedFields,
-  as the API server recorded them) of a random child is changed by hand; it is repaired
-  within seconds, or, with noRecreate, reported.
+  as the API server recorded them) of a random child is changed by hand, labels, Secret
+  data and the keys of list items included; it is repaired within seconds (a certificate
+  whose data was broken is issued anew), or, with noRecreate, reported.
 
 The number of examples is small by default (each takes seconds against a real cluster);
 BKO_FUZZ_EXAMPLES raises it. Failing examples are kept in Hypothesis' database and the
@@ -213,18 +215,33 @@ def _user_tls_secret(k: Kubectl, ns: str) -> None:
 _counter = iter(range(10**6))
 
 
+# The nodes of the local cluster carry these labels (hack's NODES); a nodeSelector asking
+# for anything else schedules nothing.
+NODE_LABELS = {"kubernetes.io/arch": {"amd64", "arm64"}, "kubernetes.io/os": {"linux"}}
+
+
+def expected_phase(spec: dict[str, Any]) -> str:
+    """Where a Builder of ``spec`` must come to rest on the local cluster: Ready, unless its
+    nodeSelector matches no node (its pods stay unscheduled)."""
+    selector = spec.get("nodeSelector") or {}
+    if any(value not in NODE_LABELS.get(key, ()) for key, value in selector.items()):
+        return "Pending"
+    return "Ready"
+
+
 def _converges(k: Kubectl, cluster: Any, ns: str, spec: dict[str, Any]) -> str:
     name = f"fz-{next(_counter)}"
     k.apply(builder(name, ns, **spec))
     generation = get(k, "builder", name, ns)["metadata"]["generation"]
-    wait_until(
-        f"{name} observed",
-        lambda: (
-            get(k, "builder", name, ns).get("status", {}).get("observedGeneration") == generation
-        ),
-        timeout=60,
-    )
+    want = expected_phase(spec)
+
+    def settled() -> bool:
+        status = get(k, "builder", name, ns).get("status") or {}
+        return status.get("observedGeneration") == generation and status.get("phase") == want
+
+    wait_until(f"{name} {want}", settled, timeout=90)
     assert_at_rest(k, cluster, ns, name)
+    assert get(k, "builder", name, ns)["status"]["phase"] == want
     return name
 
 
@@ -253,8 +270,13 @@ def test_every_valid_builder_converges_and_rests(
 _KINDS = ("deployment", "service", "configmap", "secret")
 
 
-def _owned_leaves(obj: dict[str, Any]) -> list[list[str | int]]:
-    """JSON paths of the leaf fields the operator's manager owns on ``obj``."""
+Step = str | int | dict[str, Any]  # a field, a list index, or a list item's key fields
+
+
+def _owned_leaves(obj: dict[str, Any]) -> list[list[Step]]:
+    """Paths of the leaf fields the operator's manager owns on ``obj``; a list item is
+    named by its key fields (as managedFields names it), so a path still finds it when
+    the item moved or its key was edited and restored."""
     fields = next(
         (
             e["fieldsV1"]
@@ -263,9 +285,9 @@ def _owned_leaves(obj: dict[str, Any]) -> list[list[str | int]]:
         ),
         {},
     )
-    leaves: list[list[str | int]] = []
+    leaves: list[list[Step]] = []
 
-    def walk(node: dict[str, Any], value: Any, path: list[str | int]) -> None:
+    def walk(node: dict[str, Any], value: Any, path: list[Step]) -> None:
         children = {k: v for k, v in node.items() if k != "."}
         if not children:
             leaves.append(path)
@@ -276,21 +298,42 @@ def _owned_leaves(obj: dict[str, Any]) -> list[list[str | int]]:
                 walk(sub, value[text], [*path, text])
             elif kind == "k" and isinstance(value, list):
                 want = json.loads(text)
-                for index, item in enumerate(value):
+                for item in value:
                     if all(item.get(a) == b for a, b in want.items()):
-                        walk(sub, item, [*path, index])
+                        walk(sub, item, [*path, want])
 
     walk(fields, obj, [])
     return leaves
 
 
-def _at(obj: Any, path: list[str | int]) -> Any:
+def _at(obj: Any, path: list[Step]) -> Any:
     for part in path:
-        obj = obj[part]
+        if isinstance(part, dict):
+            obj = next(i for i in obj if all(i.get(a) == b for a, b in part.items()))
+        else:
+            obj = obj[part]
     return obj
 
 
-def _edited(value: Any) -> Any:
+def _indexed(obj: Any, path: list[Step]) -> list[str | int]:
+    """``path`` with list items named by their index in ``obj`` (for a JSON patch)."""
+    out: list[str | int] = []
+    for part in path:
+        if isinstance(part, dict):
+            index = next(
+                n for n, i in enumerate(obj) if all(i.get(a) == b for a, b in part.items())
+            )
+            out.append(index)
+            obj = obj[index]
+        else:
+            out.append(part)
+            obj = obj[part]
+    return out
+
+
+def _edited(value: Any, path: list[Step]) -> Any:
+    if path[:1] == ["data"] and isinstance(value, str):  # a Secret's data: base64
+        return base64.b64encode(b"edited by hand").decode()
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -306,17 +349,14 @@ def _pointer(path: list[str | int]) -> str:
     return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
-# Edits the API server takes but the operator cannot see as a change of its own: data of
-# the TLS Secrets (a broken certificate is re-issued, not restored), and labels our
-# selectors and watches rely on (the object is no longer found as ours).
-def _skipped(kind: str, path: list[str | int]) -> bool:
-    text = ".".join(str(p) for p in path)
-    return (
-        (kind == "secret" and text.startswith("data."))
-        or text.startswith("metadata.labels.app.kubernetes.io/managed-by")
-        or text.startswith("metadata.labels.buildkit.dev/builder")
-        or text.startswith("metadata.ownerReferences")
-    )
+def _text(path: list[Step]) -> str:
+    return ".".join(json.dumps(p, sort_keys=True) if isinstance(p, dict) else str(p) for p in path)
+
+
+# An edit of the owner reference makes the object someone else's: the operator must then
+# leave it alone and report a conflict (test_safety), not repair it.
+def _skipped(kind: str, path: list[Step]) -> bool:
+    return _text(path).startswith("metadata.ownerReferences")
 
 
 @FUZZ
@@ -350,10 +390,10 @@ def test_a_hand_edit_of_any_field_the_operator_sets_is_repaired(
     for offset in range(len(leaves)):
         path = leaves[(choice + offset) % len(leaves)]
         old = _at(obj, path)
-        new = _edited(old)
+        new = _edited(old, path)
         if new is None:
             continue
-        patch = [{"op": "replace", "path": _pointer(path), "value": new}]
+        patch = [{"op": "replace", "path": _pointer(_indexed(obj, path)), "value": new}]
         refused = k(
             "patch",
             kind,
@@ -371,14 +411,30 @@ def test_a_hand_edit_of_any_field_the_operator_sets_is_repaired(
         # Every child has labels the operator sets and the API server lets change.
         raise AssertionError(f"the API server took no edit of any field of {kind} {target}")
 
-    where = ".".join(str(p) for p in path)
-    if spec.get("noRecreate"):
+    where = _text(path)
+    broken_certificate = kind == "secret" and path[:1] == ["data"]
+    if spec.get("noRecreate") and not broken_certificate:
 
         def reported() -> bool:
             status = get(k, "builder", name, namespace).get("status") or {}
             return any(target in d for d in status.get("driftedFields") or [])
 
         wait_until(f"the edit of {kind} {target} {where} reported", reported, timeout=30)
+    elif broken_certificate:
+        # Not restorable: a CA whose data was broken is issued anew, and its leaves with it.
+        wait_until(
+            f"{kind} {target} {where} replaced",
+            lambda: _at(get(k, kind, target, namespace), path) != new,
+            timeout=30,
+        )
+        wait_until(
+            f"{name} Ready again",
+            lambda: (
+                (get(k, "builder", name, namespace).get("status") or {}).get("phase")
+                == expected_phase(spec)
+            ),
+            timeout=60,
+        )
     else:
         wait_until(
             f"{kind} {target} {where} repaired to {old!r}",
