@@ -34,7 +34,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 
-from cluster import LocalCluster, build_tool_paths  # noqa: E402
+from localcluster.binaries import build_tool_paths  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
 
 OPERATOR = REPO / ".venv" / "bin" / "buildkit-operator"
 

@@ -51,7 +51,10 @@ from kubernetes import client, config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 
-from cluster import NODE_ALLOCATABLE, LocalCluster, build_tool_paths, wait_for  # noqa: E402
+from localcluster.api import wait_for  # noqa: E402
+from localcluster.binaries import build_tool_paths  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
+from localcluster.manifests import NODE_ALLOCATABLE  # noqa: E402
 
 OPERATOR = REPO / ".venv" / "bin" / "buildkit-operator"
 OPERATOR_USER = "buildkit-operator-bench"

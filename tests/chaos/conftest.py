@@ -27,7 +27,7 @@ if str(INTEGRATION) not in sys.path:
 from chaos_support import FIGURES, LEASE, Replica  # noqa: E402
 from harness import Kubectl, operator_cluster_role  # noqa: E402
 
-from cluster import LocalCluster  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -34,7 +34,7 @@ from chaos_support import (
 from harness import Kubectl, builder
 
 from buildkit_operator.api.names import ChildNames
-from cluster import LocalCluster
+from localcluster.cluster import LocalCluster
 
 BUILDERS = 20
 FAULTS = ("operator-kill", "apiserver-restart", "etcd-restart", "leader-kill")

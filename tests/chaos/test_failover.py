@@ -10,7 +10,7 @@ from collections.abc import Callable
 from chaos_support import Audit, Expected, Replica, lease_holder, report, wait_converged
 from harness import Kubectl, builder, patch_spec, wait_until
 
-from cluster import LocalCluster
+from localcluster.cluster import LocalCluster
 
 LEASE_DURATION = 15.0  # the chart's default, which `run --leader-elect` takes as well
 

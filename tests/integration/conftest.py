@@ -24,7 +24,8 @@ from harness import Kubectl as AdminKubectl
 from helm_client import Helm, helm_binary
 from operator_process import OperatorProcess, operator_binary
 
-from cluster import Kubectl, LocalCluster
+from localcluster.cluster import LocalCluster
+from localcluster.kubectl import Kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE_DELETE_TIMEOUT = 120

@@ -41,8 +41,10 @@ from node_helpers import (  # noqa: E402
 )
 from operator_process import OperatorProcess, operator_binary  # noqa: E402
 
-from cluster import Api, LocalCluster, wait_for  # noqa: E402
-from node import APISERVER_PORT, LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
+from localcluster.api import Api, wait_for  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
+from localnode.config import APISERVER_PORT, LOCAL_STORAGE_CLASS  # noqa: E402
+from localnode.node import LocalNode  # noqa: E402
 
 HACK = REPO / "hack"
 

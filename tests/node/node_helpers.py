@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 from buildkit_e2e import OPERATOR_CLI, Buildctl, ClientCerts
 
 from buildkit_operator.api.names import ChildNames, daemon_selector_labels
-from cluster import Api, ApiError, wait_for
-from node import LocalNode, cgroup_mounts
+from cgroups import cgroup_mounts
+from localcluster.api import Api, ApiError, wait_for
+from localnode.node import LocalNode
 
 # The settings kubelet writes at start: the host's must read the same after the node ran.
 HOST_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "vm/panic_on_oom")

@@ -26,8 +26,11 @@ from node_helpers import (
     running_pod,
 )
 
-from cluster import Api, node_is_ready
-from node import NODE_IP, LocalNode, cgroup_parent
+from cgroups import cgroup_parent
+from localcluster.api import Api
+from localcluster.manifests import node_is_ready
+from localnode.config import NODE_IP
+from localnode.node import LocalNode
 
 ROOTLESS_UID = 1000
 

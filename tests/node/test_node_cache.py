@@ -19,8 +19,8 @@ from node_helpers import (
 )
 from operator_process import OperatorProcess
 
-from cluster import Api
-from node import LocalNode
+from localcluster.api import Api
+from localnode.node import LocalNode
 
 # RUN steps worth caching: a loop that takes the cold build some seconds of CPU.
 LOOPS = 3_000_000

@@ -34,8 +34,8 @@ from node_helpers import (
 )
 
 from buildkit_operator.api.names import ChildNames, selector_labels
-from cluster import Api, wait_for
-from node import LocalNode
+from localcluster.api import Api, wait_for
+from localnode.node import LocalNode
 
 NAME = "drain"
 BUILD_SECONDS = 30

@@ -24,8 +24,9 @@ from node_helpers import (
 from operator_process import OperatorProcess
 
 from buildkit_operator.api.names import ChildNames
-from cluster import Api, wait_for
-from node import NODE_LABEL, LocalNode
+from localcluster.api import Api, wait_for
+from localnode.config import NODE_LABEL
+from localnode.node import LocalNode
 from node_images import OPERATOR_IMAGE
 
 REPO = Path(__file__).resolve().parents[2]

@@ -40,8 +40,8 @@ from node_helpers import (
 from operator_process import OperatorProcess
 
 from buildkit_operator.api.names import ChildNames
-from cluster import Api, wait_for
-from node import LocalNode
+from localcluster.api import Api, wait_for
+from localnode.node import LocalNode
 
 REAL_NODE = {"buildkit-operator.dev/real-node": "true"}
 LOOPS = 3_000_000
