@@ -221,10 +221,9 @@ def main() -> int:
                 "/api/v1/namespaces",
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
             )
-            subprocess.run(
-                [str(cluster.kubectl_path), "--kubeconfig", str(cluster.kubeconfig), "apply",
-                 "--server-side", "-f", str(REPO / "crds"), "-f", "-"],
-                input=json.dumps(PEERING_CRD), text=True, check=True, capture_output=True,
+            cluster.kubectl()(
+                "apply", "--server-side", "-f", str(REPO / "crds"), "-f", "-",
+                input=json.dumps(PEERING_CRD),
             )  # fmt: skip
             time.sleep(2)
             script = tmp / "peer.py"

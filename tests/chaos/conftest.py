@@ -25,9 +25,10 @@ if str(INTEGRATION) not in sys.path:
     sys.path.insert(0, str(INTEGRATION))
 
 from chaos_support import FIGURES, LEASE, Replica  # noqa: E402
-from harness import Kubectl, operator_cluster_role  # noqa: E402
+from harness import operator_cluster_role  # noqa: E402
 
 from localcluster.cluster import LocalCluster  # noqa: E402
+from localcluster.kubectl import Kubectl  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -53,7 +54,7 @@ def chaos_cluster(
 
 @pytest.fixture(scope="session")
 def admin(chaos_cluster: LocalCluster) -> Kubectl:
-    k = Kubectl(chaos_cluster.kubectl_path, chaos_cluster.kubeconfig)
+    k = chaos_cluster.kubectl()
     k("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     k("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
     return k
