@@ -13,6 +13,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(scope="session")
 def chaos_cluster(
-    tmp_path_factory: pytest.TempPathFactory, tools: Callable[..., tuple[Path, ...]]
+    local_cluster: Callable[..., AbstractContextManager[LocalCluster]],
 ) -> Iterator[LocalCluster]:
     """A fresh cluster for this tier alone: its faults must not reach other tiers' tests."""
-    directory = tmp_path_factory.mktemp("chaos-cluster", numbered=True)
-    local = LocalCluster(directory, tools("kubernetes", "etcd", "kwok"), die_with_parent=True)
-    local.start()
-    try:
+    with local_cluster("chaos-cluster") as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ NAMESPACE_DELETE_TIMEOUT = 120
 
 @pytest.fixture(scope="session")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, tools: Callable[..., tuple[Path, ...]]
+    local_cluster: Callable[..., AbstractContextManager[LocalCluster]],
 ) -> Iterator[LocalCluster]:
     reuse = os.environ.get("BKO_TEST_KUBECONFIG")
     if reuse:
@@ -49,13 +50,8 @@ def cluster(
         existing.ensure_volumes()
         yield existing
         return
-    directory = tmp_path_factory.mktemp("cluster", numbered=True)
-    local = LocalCluster(directory, tools("kubernetes", "etcd", "kwok"), die_with_parent=True)
-    local.start()
-    try:
+    with local_cluster("cluster") as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="session")

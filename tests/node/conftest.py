@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -99,24 +100,12 @@ def host_sysctls() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def node_cluster(
-    host: Host,
-    tools: Callable[..., tuple[Path, ...]],
-    tmp_path_factory: pytest.TempPathFactory,
+    host: Host, local_cluster: Callable[..., AbstractContextManager[LocalCluster]]
 ) -> Iterator[LocalCluster]:
     if host.no_node:
         pytest.skip(host.no_node)
-    directory = tmp_path_factory.mktemp("node-cluster", numbered=True)
-    local = LocalCluster(
-        directory,
-        tools("kubernetes", "etcd", "kwok"),
-        die_with_parent=True,
-        storage_classes={"standard": 4},
-    )
-    local.start()
-    try:
+    with local_cluster("node-cluster", storage_classes={"standard": 4}) as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="session")
