@@ -35,10 +35,9 @@ from node_helpers import (  # noqa: E402
     FIGURES,
     HOST_SYSCTLS,
     Host,
-    create_builder,
     read_sysctls,
+    ready_builder,
     report,
-    wait_builder_ready,
 )
 from operator_process import OperatorProcess, operator_binary  # noqa: E402
 
@@ -221,27 +220,19 @@ def builders_namespace(node: LocalNode, api: Api) -> Iterator[str]:
     api.delete(f"/api/v1/namespaces/{name}")
 
 
-def _ready_builder(
-    api: Api, node: LocalNode, namespace: str, name: str, spec: dict[str, Any]
-) -> str:
-    create_builder(api, namespace, name, spec)
-    seconds = wait_builder_ready(api, namespace, name, node)
-    report(f"Builder {name} ({spec or 'default spec'}) Ready in {seconds:.0f}s")
-    return name
-
-
 @pytest.fixture(scope="session")
 def rootless_builder(
     host: Host, node: LocalNode, node_operator: OperatorProcess, api: Api, builders_namespace: str
 ) -> str:
     """A Builder with the default spec: rootless, persistent cache, TLS auto."""
-    if host.no_rootless:
-        pytest.skip(host.no_rootless)
-    return _ready_builder(api, node, builders_namespace, "default", {})
+    host.require_rootless()
+    ready_builder(api, node, builders_namespace, "default", {}, announce=True)
+    return "default"
 
 
 @pytest.fixture(scope="session")
 def rootful_builder(
     node: LocalNode, node_operator: OperatorProcess, api: Api, builders_namespace: str
 ) -> str:
-    return _ready_builder(api, node, builders_namespace, "rootful", {"rootless": False})
+    ready_builder(api, node, builders_namespace, "rootful", {"rootless": False}, announce=True)
+    return "rootful"

@@ -100,10 +100,8 @@ def test_rootful_builder_runs_privileged(
 
 
 def _client(node: LocalNode, api: Api, namespace: str, name: str, tmp: Path, binary: Path) -> Any:
-    assert node.cluster is not None
-    conn = connect(node, api, namespace, name, tmp / "certs", node.cluster.kubeconfig)
-    client = NodeBuildctl(node, binary, conn.address, conn.certs, conn.server_name)
-    return conn, client
+    conn = connect(node, api, namespace, name, tmp / "certs")
+    return conn, conn.client(node, binary)
 
 
 def test_build_through_the_service_over_mutual_tls(
