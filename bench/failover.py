@@ -34,7 +34,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 
-from cluster import LocalCluster, build_tool_paths  # noqa: E402
+from localcluster.binaries import build_tool_paths  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
 
 OPERATOR = REPO / ".venv" / "bin" / "buildkit-operator"
 
@@ -220,10 +221,9 @@ def main() -> int:
                 "/api/v1/namespaces",
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
             )
-            subprocess.run(
-                [str(cluster.kubectl_path), "--kubeconfig", str(cluster.kubeconfig), "apply",
-                 "--server-side", "-f", str(REPO / "crds"), "-f", "-"],
-                input=json.dumps(PEERING_CRD), text=True, check=True, capture_output=True,
+            cluster.kubectl()(
+                "apply", "--server-side", "-f", str(REPO / "crds"), "-f", "-",
+                input=json.dumps(PEERING_CRD),
             )  # fmt: skip
             time.sleep(2)
             script = tmp / "peer.py"

@@ -51,7 +51,10 @@ from kubernetes import client, config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 
-from cluster import NODE_ALLOCATABLE, LocalCluster, build_tool_paths, wait_for  # noqa: E402
+from localcluster.api import wait_for  # noqa: E402
+from localcluster.binaries import build_tool_paths  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
+from localcluster.manifests import NODE_ALLOCATABLE  # noqa: E402
 
 OPERATOR = REPO / ".venv" / "bin" / "buildkit-operator"
 OPERATOR_USER = "buildkit-operator-bench"
@@ -431,22 +434,14 @@ class Bench:
         self.cluster = cluster
         self.workdir = workdir
         self.api = api_client(cluster.kubeconfig, pool=64)
-        self.kubectl = str(cluster.kubectl_path)
+        self.kubectl = cluster.kubectl()
         self.audit = Audit(cluster.audit_log, OPERATOR_USER)
         self.result: dict[str, Any] = {"n": self.n, "host": host_info()}
         self.names = {builder_name(i) for i in range(self.n)}
 
     def k(self, *args: str, input: str | None = None) -> str:
-        proc = subprocess.run(
-            [self.kubectl, "--kubeconfig", str(self.cluster.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if proc.returncode:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout
+        """kubectl as the admin; raises KubectlError (a RuntimeError) when it fails."""
+        return self.kubectl(*args, input=input, timeout=600)
 
     def namespace(self, name: str) -> None:
         self.k("create", "namespace", name)

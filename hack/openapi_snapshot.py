@@ -122,7 +122,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="fail if the snapshot differs")
     args = parser.parse_args()
 
-    from cluster import LocalCluster
+    from localcluster.cluster import LocalCluster
 
     text = render(reduce_documents(fetch_documents(LocalCluster(Path(args.dir)).api.get)))
     if args.check:

@@ -1,12 +1,16 @@
-"""Shared test helpers: hack/ on sys.path, and the pinned binaries built from hack/tools/."""
+"""Shared test helpers: hack/ on sys.path, the pinned binaries built from hack/tools/, and
+the one way every tier starts a local control plane of its own (``local_cluster``)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +19,7 @@ HACK = REPO / "hack"
 if str(HACK) not in sys.path:
     sys.path.insert(0, str(HACK))
 
+from localcluster.cluster import LocalCluster  # noqa: E402
 
 # Tiers marked from their directory (``-m node``, ``-m "not chaos"``); e2e modules mark
 # themselves. One hook for all: a conftest's hook sees every item of the session anyway.
@@ -61,3 +66,28 @@ def tool_paths(*tools: str) -> tuple[Path, ...]:
 def tools() -> Callable[..., tuple[Path, ...]]:
     """The tool_paths helper as a fixture: ``tools("buildkit")`` -> its bin directories."""
     return tool_paths
+
+
+@pytest.fixture(scope="session")
+def local_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., AbstractContextManager[LocalCluster]]:
+    """Factory: ``with local_cluster(name, **options) as cluster:`` starts a fresh
+    LocalCluster of the pinned binaries in a new temporary directory named after ``name``
+    (killed with this process should it die) and stops it on leaving. ``options`` go to
+    LocalCluster (``storage_classes=...``). Each tier's session fixture makes its own:
+    ``cluster`` (integration), ``chaos_cluster``, ``node_cluster``."""
+
+    @contextlib.contextmanager
+    def start(name: str, **options: Any) -> Iterator[LocalCluster]:
+        directory = tmp_path_factory.mktemp(name, numbered=True)
+        local = LocalCluster(
+            directory, tool_paths("kubernetes", "etcd", "kwok"), die_with_parent=True, **options
+        )
+        local.start()
+        try:
+            yield local
+        finally:
+            local.stop()
+
+    return start

@@ -14,10 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness import Kubectl
 from operator_process import OperatorProcess, operator_binary
 
 from buildkit_operator.api.names import ChildNames
+from localcluster.kubectl import Kubectl, KubectlError
 
 LEASE = "buildkit-operator"
 MANAGED = "app.kubernetes.io/managed-by=buildkit-operator"
@@ -314,6 +314,6 @@ def diagnose(k: Kubectl, namespace: str, names: Sequence[str]) -> str:
                     f"Pod/{pod['metadata']['name']} on {pod['spec'].get('nodeName')}: "
                     f"{pod['status'].get('phase')} {conditions}"
                 )
-        except AssertionError as err:
+        except KubectlError as err:
             lines.append(f"--- {name}: {err}")
     return "\n".join(lines)

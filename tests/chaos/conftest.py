@@ -13,6 +13,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ if str(INTEGRATION) not in sys.path:
     sys.path.insert(0, str(INTEGRATION))
 
 from chaos_support import FIGURES, LEASE, Replica  # noqa: E402
-from harness import Kubectl, operator_cluster_role  # noqa: E402
+from harness import operator_cluster_role  # noqa: E402
 
-from cluster import LocalCluster  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
+from localcluster.kubectl import Kubectl  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -39,21 +41,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(scope="session")
 def chaos_cluster(
-    tmp_path_factory: pytest.TempPathFactory, tools: Callable[..., tuple[Path, ...]]
+    local_cluster: Callable[..., AbstractContextManager[LocalCluster]],
 ) -> Iterator[LocalCluster]:
     """A fresh cluster for this tier alone: its faults must not reach other tiers' tests."""
-    directory = tmp_path_factory.mktemp("chaos-cluster", numbered=True)
-    local = LocalCluster(directory, tools("kubernetes", "etcd", "kwok"), die_with_parent=True)
-    local.start()
-    try:
+    with local_cluster("chaos-cluster") as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="session")
 def admin(chaos_cluster: LocalCluster) -> Kubectl:
-    k = Kubectl(chaos_cluster.kubectl_path, chaos_cluster.kubeconfig)
+    k = chaos_cluster.kubectl()
     k("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     k("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
     return k

@@ -31,10 +31,11 @@ from chaos_support import (
     report,
     wait_converged,
 )
-from harness import Kubectl, builder
+from harness import builder
 
 from buildkit_operator.api.names import ChildNames
-from cluster import LocalCluster
+from localcluster.cluster import LocalCluster
+from localcluster.kubectl import Kubectl, KubectlError
 
 BUILDERS = 20
 FAULTS = ("operator-kill", "apiserver-restart", "etcd-restart", "leader-kill")
@@ -54,7 +55,7 @@ def _retry(action: Callable[[], object], what: str, timeout: float = 90) -> None
         try:
             action()
             return
-        except AssertionError:
+        except KubectlError:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what}: the API server kept refusing") from None
             time.sleep(0.5)

@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable
 
 from chaos_support import Audit, Expected, Replica, lease_holder, report, wait_converged
-from harness import Kubectl, builder, patch_spec, wait_until
+from harness import builder, patch_spec, wait_until
 
-from cluster import LocalCluster
+from localcluster.cluster import LocalCluster
+from localcluster.kubectl import Kubectl
 
 LEASE_DURATION = 15.0  # the chart's default, which `run --leader-elect` takes as well
 

@@ -4,7 +4,8 @@
   BKO_TEST_KUBECONFIG names the kubeconfig of a running hack/cluster.py cluster (such as
   .local-cluster/kubeconfig from ``make cluster``), that one, left running afterwards.
 - ``namespace``: a fresh namespace per test, deleted afterwards, its volumes recycled.
-- ``kubectl``: runs the pinned kubectl against the cluster (``kubectl.json(...)`` parses -o json).
+- ``kubectl``: runs the pinned kubectl against the cluster (``kubectl.json(...)`` parses -o json);
+  ``kubectl_admin`` (module scope) and ``k`` (with the operator under test) are the same helper.
 - ``operator``: starts ``buildkit-operator run --all-namespaces`` as a subprocess; stopped at
   teardown.
 """
@@ -15,16 +16,17 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import OPERATOR_BIN, OPERATOR_USER, operator_cluster_role
-from harness import Kubectl as AdminKubectl
 from helm_client import Helm, helm_binary
 from operator_process import OperatorProcess, operator_binary
 
-from cluster import Kubectl, LocalCluster
+from localcluster.cluster import LocalCluster
+from localcluster.kubectl import Kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE_DELETE_TIMEOUT = 120
@@ -32,7 +34,7 @@ NAMESPACE_DELETE_TIMEOUT = 120
 
 @pytest.fixture(scope="session")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, tools: Callable[..., tuple[Path, ...]]
+    local_cluster: Callable[..., AbstractContextManager[LocalCluster]],
 ) -> Iterator[LocalCluster]:
     reuse = os.environ.get("BKO_TEST_KUBECONFIG")
     if reuse:
@@ -48,13 +50,8 @@ def cluster(
         existing.ensure_volumes()
         yield existing
         return
-    directory = tmp_path_factory.mktemp("cluster", numbered=True)
-    local = LocalCluster(directory, tools("kubernetes", "etcd", "kwok"), die_with_parent=True)
-    local.start()
-    try:
+    with local_cluster("cluster") as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="session")
@@ -115,13 +112,13 @@ def helm(
 
 
 @pytest.fixture(scope="module")
-def kubectl_admin(cluster: Any) -> AdminKubectl:
-    return AdminKubectl(cluster.kubectl_path, cluster.kubeconfig)
+def kubectl_admin(cluster: LocalCluster) -> Kubectl:
+    return cluster.kubectl()
 
 
 @pytest.fixture(scope="module")
 def operator_under_test(
-    cluster: Any, kubectl_admin: AdminKubectl, tmp_path_factory: pytest.TempPathFactory
+    cluster: Any, kubectl_admin: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """The operator, as a user holding only the chart's ClusterRole."""
     kubectl_admin(
@@ -162,8 +159,8 @@ def operator_under_test(
 
 @pytest.fixture
 def k(
-    kubectl_admin: AdminKubectl, operator_under_test: OperatorProcess, namespace: str
-) -> Iterator[AdminKubectl]:
+    kubectl_admin: Kubectl, operator_under_test: OperatorProcess, namespace: str
+) -> Iterator[Kubectl]:
     """kubectl with the operator running; on failure the operator's log is shown."""
     yield kubectl_admin
     op = operator_under_test

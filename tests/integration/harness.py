@@ -1,10 +1,10 @@
-"""The kubectl and status helpers the reconciler tests share, and the operator's user and
-role (its fixtures, in conftest.py, run it holding only the chart's RBAC)."""
+"""The status helpers the reconciler tests share (over localcluster.kubectl.Kubectl, the
+one kubectl helper), and the operator's user and role (its fixtures, in conftest.py, run
+it holding only the chart's RBAC)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -13,39 +13,12 @@ from typing import Any
 
 import yaml
 
+from localcluster.kubectl import Kubectl, KubectlError
+
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_BIN = REPO / ".venv" / "bin" / "buildkit-operator"
 OPERATOR_USER = "buildkit-operator-under-test"
 MANAGED = "app.kubernetes.io/managed-by=buildkit-operator"
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-class Kubectl:
-    """The real kubectl, as the cluster admin (the user applying Builders)."""
-
-    def __init__(self, binary: Path, kubeconfig: Path) -> None:
-        self.binary, self.kubeconfig = binary, kubeconfig
-
-    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run(
-            [str(self.binary), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout if check else proc.stdout + proc.stderr
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "-o", "json"))
-
-    def apply(self, obj: dict[str, Any] | str) -> str:
-        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
-        return self("apply", "-f", "-", input=text)
 
 
 def wait_until(
@@ -57,7 +30,7 @@ def wait_until(
     while time.monotonic() < deadline:
         try:
             last = check()
-        except AssertionError as err:  # kubectl failing (e.g. NotFound) is "not yet"
+        except (AssertionError, KubectlError) as err:  # kubectl failing (NotFound): "not yet"
             last = err
         else:
             if last:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cluster import wait_for
+from localcluster.api import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 

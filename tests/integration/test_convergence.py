@@ -25,16 +25,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from harness import (
-    Kubectl,
-    assert_at_rest,
-    builder,
-    get,
-    settle,
-    wait_until,
-)
+from harness import assert_at_rest, builder, get, settle, wait_until
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from localcluster.kubectl import Kubectl
 
 pytestmark = pytest.mark.integration
 

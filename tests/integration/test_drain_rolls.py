@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 import pytest
-from harness import Kubectl, builder, condition, get, patch_spec, wait_phase, wait_until
+from harness import builder, condition, get, patch_spec, wait_phase, wait_until
+
+from localcluster.kubectl import Kubectl
 
 pytestmark = pytest.mark.integration
 

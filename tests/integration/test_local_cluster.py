@@ -7,7 +7,11 @@ from typing import Any
 
 import pytest
 
-from cluster import KUBERNETES_VERSION, NODES, Kubectl, LocalCluster, wait_for
+from localcluster.api import wait_for
+from localcluster.cluster import LocalCluster
+from localcluster.config import KUBERNETES_VERSION
+from localcluster.kubectl import Kubectl
+from localcluster.manifests import NODES
 
 pytestmark = pytest.mark.integration
 

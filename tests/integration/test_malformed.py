@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import Kubectl, builder, events_of, get, patch_spec, wait_phase, wait_until
+from harness import builder, events_of, get, patch_spec, wait_phase, wait_until
 from harness import writes_in as operator_writes_in
 from test_admission import REFUSED as ADMISSION_REFUSED
+
+from localcluster.kubectl import Kubectl
 
 pytestmark = pytest.mark.integration
 

@@ -15,15 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import (
-    OPERATOR_BIN,
-    Kubectl,
-    builder,
-    get,
-    pods_of,
-    wait_phase,
-    wait_until,
-)
+from harness import OPERATOR_BIN, builder, get, pods_of, wait_phase, wait_until
+
+from localcluster.kubectl import Kubectl
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,6 @@ from harness import (
     MANAGED,
     OPERATOR_BIN,
     OPERATOR_USER,
-    Kubectl,
     builder,
     children,
     get,
@@ -32,6 +31,8 @@ from harness import (
     wait_until,
 )
 from operator_process import OperatorProcess
+
+from localcluster.kubectl import Kubectl
 
 pytestmark = pytest.mark.integration
 

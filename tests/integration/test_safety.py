@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from harness import (
-    Kubectl,
     assert_at_rest,
     builder,
     condition,
@@ -26,6 +25,8 @@ from harness import (
     wait_until,
     writes_in,
 )
+
+from localcluster.kubectl import Kubectl
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,16 @@ from node_helpers import (  # noqa: E402
     FIGURES,
     HOST_SYSCTLS,
     Host,
-    create_builder,
     read_sysctls,
+    ready_builder,
     report,
-    wait_builder_ready,
 )
 from operator_process import OperatorProcess, operator_binary  # noqa: E402
 
-from cluster import Api, LocalCluster, wait_for  # noqa: E402
-from node import APISERVER_PORT, LOCAL_STORAGE_CLASS, LocalNode  # noqa: E402
+from localcluster.api import Api, wait_for  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
+from localnode.config import APISERVER_PORT, LOCAL_STORAGE_CLASS  # noqa: E402
+from localnode.node import LocalNode  # noqa: E402
 
 HACK = REPO / "hack"
 
@@ -97,24 +99,12 @@ def host_sysctls() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def node_cluster(
-    host: Host,
-    tools: Callable[..., tuple[Path, ...]],
-    tmp_path_factory: pytest.TempPathFactory,
+    host: Host, local_cluster: Callable[..., AbstractContextManager[LocalCluster]]
 ) -> Iterator[LocalCluster]:
     if host.no_node:
         pytest.skip(host.no_node)
-    directory = tmp_path_factory.mktemp("node-cluster", numbered=True)
-    local = LocalCluster(
-        directory,
-        tools("kubernetes", "etcd", "kwok"),
-        die_with_parent=True,
-        storage_classes={"standard": 4},
-    )
-    local.start()
-    try:
+    with local_cluster("node-cluster", storage_classes={"standard": 4}) as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="session")
@@ -230,27 +220,19 @@ def builders_namespace(node: LocalNode, api: Api) -> Iterator[str]:
     api.delete(f"/api/v1/namespaces/{name}")
 
 
-def _ready_builder(
-    api: Api, node: LocalNode, namespace: str, name: str, spec: dict[str, Any]
-) -> str:
-    create_builder(api, namespace, name, spec)
-    seconds = wait_builder_ready(api, namespace, name, node)
-    report(f"Builder {name} ({spec or 'default spec'}) Ready in {seconds:.0f}s")
-    return name
-
-
 @pytest.fixture(scope="session")
 def rootless_builder(
     host: Host, node: LocalNode, node_operator: OperatorProcess, api: Api, builders_namespace: str
 ) -> str:
     """A Builder with the default spec: rootless, persistent cache, TLS auto."""
-    if host.no_rootless:
-        pytest.skip(host.no_rootless)
-    return _ready_builder(api, node, builders_namespace, "default", {})
+    host.require_rootless()
+    ready_builder(api, node, builders_namespace, "default", {}, announce=True)
+    return "default"
 
 
 @pytest.fixture(scope="session")
 def rootful_builder(
     node: LocalNode, node_operator: OperatorProcess, api: Api, builders_namespace: str
 ) -> str:
-    return _ready_builder(api, node, builders_namespace, "rootful", {"rootless": False})
+    ready_builder(api, node, builders_namespace, "rootful", {"rootless": False}, announce=True)
+    return "rootful"

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from buildkit_e2e import OPERATOR_CLI, Buildctl, ClientCerts
 
 from buildkit_operator.api.names import ChildNames, daemon_selector_labels
-from cluster import Api, ApiError, wait_for
-from node import LocalNode, cgroup_mounts
+from cgroups import cgroup_mounts
+from localcluster.api import Api, ApiError, wait_for
+from localnode.node import LocalNode
 
 # The settings kubelet writes at start: the host's must read the same after the node ran.
 HOST_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "vm/panic_on_oom")
@@ -36,6 +38,11 @@ class Host:
 
     no_node: str | None
     no_rootless: str | None
+
+    def require_rootless(self) -> None:
+        """Skip the test where rootless buildkitd cannot run (no user namespaces)."""
+        if self.no_rootless:
+            pytest.skip(self.no_rootless)
 
 
 GROUP_PATH = "/apis/buildkit.dev/v1alpha1"
@@ -57,6 +64,24 @@ def create_builder(api: Api, namespace: str, name: str, spec: Mapping[str, Any])
         },
         exist_ok=False,
     )
+
+
+def ready_builder(
+    api: Api,
+    node: LocalNode,
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    announce: bool = False,
+) -> float:
+    """Create Builder ``name`` and wait until it is Ready; returns the seconds that took
+    (with ``announce``, reported among the figures)."""
+    create_builder(api, namespace, name, spec)
+    seconds = wait_builder_ready(api, namespace, name, node)
+    if announce:
+        report(f"Builder {name} ({spec or 'default spec'}) Ready in {seconds:.0f}s")
+    return seconds
 
 
 def builder(api: Api, namespace: str, name: str) -> dict[str, Any]:
@@ -202,18 +227,22 @@ class Connection:
     certs: ClientCerts
     printed: str
 
+    def client(self, node: LocalNode, binary: Path) -> NodeBuildctl:
+        """buildctl at this address, with these certificates, in the node's namespace."""
+        return NodeBuildctl(node, binary, self.address, self.certs, self.server_name)
 
-def connect(
-    node: LocalNode, api: Api, namespace: str, name: str, into: Path, kubeconfig: Path
-) -> Connection:
-    """Run ``buildkit-operator connect`` as a user would, and take its buildctl line.
+
+def connect(node: LocalNode, api: Api, namespace: str, name: str, into: Path) -> Connection:
+    """Run ``buildkit-operator connect`` as a user would (with the admin kubeconfig of the
+    node's cluster), and take its buildctl line.
 
     The printed address names the Service by its DNS name; the node has no cluster DNS, so
     the host part is replaced by the Service's cluster IP (what that name resolves to in a
     cluster), keeping the port and the TLS server name as printed."""
+    assert node.cluster is not None
     result = subprocess.run(
         [str(OPERATOR_CLI), "connect", name, "-n", namespace, "--output-dir", str(into),
-         "--kubeconfig", str(kubeconfig)],
+         "--kubeconfig", str(node.cluster.kubeconfig)],
         capture_output=True,
         text=True,
         check=True,

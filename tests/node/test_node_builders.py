@@ -26,8 +26,11 @@ from node_helpers import (
     running_pod,
 )
 
-from cluster import Api, node_is_ready
-from node import NODE_IP, LocalNode, cgroup_parent
+from cgroups import cgroup_parent
+from localcluster.api import Api
+from localcluster.manifests import node_is_ready
+from localnode.config import NODE_IP
+from localnode.node import LocalNode
 
 ROOTLESS_UID = 1000
 
@@ -97,10 +100,8 @@ def test_rootful_builder_runs_privileged(
 
 
 def _client(node: LocalNode, api: Api, namespace: str, name: str, tmp: Path, binary: Path) -> Any:
-    assert node.cluster is not None
-    conn = connect(node, api, namespace, name, tmp / "certs", node.cluster.kubeconfig)
-    client = NodeBuildctl(node, binary, conn.address, conn.certs, conn.server_name)
-    return conn, client
+    conn = connect(node, api, namespace, name, tmp / "certs")
+    return conn, conn.client(node, binary)
 
 
 def test_build_through_the_service_over_mutual_tls(

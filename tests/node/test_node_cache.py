@@ -6,21 +6,18 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-import pytest
 from buildkit_e2e import check_run_output, oci_image_files, run_build_inputs
 from node_helpers import (
     Host,
-    NodeBuildctl,
     connect,
-    create_builder,
     delete_pod_and_wait,
+    ready_builder,
     report,
-    wait_builder_ready,
 )
 from operator_process import OperatorProcess
 
-from cluster import Api
-from node import LocalNode
+from localcluster.api import Api
+from localnode.node import LocalNode
 
 # RUN steps worth caching: a loop that takes the cold build some seconds of CPU.
 LOOPS = 3_000_000
@@ -29,23 +26,20 @@ LOOPS = 3_000_000
 def test_cache_survives_pod_deletion(
     host: Host,
     node: LocalNode,
+    api: Api,
     node_operator: OperatorProcess,
     node_namespace: str,
     buildctl_bin: Path,
     tmp_path: Path,
 ) -> None:
-    if host.no_rootless:
-        pytest.skip(host.no_rootless)
-    assert node.cluster is not None
-    api: Api = node.cluster.api
+    host.require_rootless()
     name = "cached"
-    create_builder(api, node_namespace, name, {})
-    wait_builder_ready(api, node_namespace, name, node)
+    ready_builder(api, node, node_namespace, name, {})
     inputs = run_build_inputs(tmp_path / "build", f"cache {secrets.token_hex(4)}", loops=LOOPS)
 
     def build(label: str) -> tuple[float, dict[str, bool]]:
-        conn = connect(node, api, node_namespace, name, tmp_path / label, node.cluster.kubeconfig)  # type: ignore[union-attr]
-        client = NodeBuildctl(node, buildctl_bin, conn.address, conn.certs, conn.server_name)
+        conn = connect(node, api, node_namespace, name, tmp_path / label)
+        client = conn.client(node, buildctl_bin)
         out = tmp_path / f"{label}.tar"
         result = client.build(
             inputs.context, f"type=oci,dest={out}", opts=inputs.opts, locals_=inputs.locals_

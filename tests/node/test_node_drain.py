@@ -25,17 +25,17 @@ from node_helpers import (
     NodeBuildctl,
     builder,
     connect,
-    create_builder,
     pod_processes,
     pods_of,
+    ready_builder,
     report,
     running_pod,
     wait_builder_ready,
 )
 
 from buildkit_operator.api.names import ChildNames, selector_labels
-from cluster import Api, wait_for
-from node import LocalNode
+from localcluster.api import Api, wait_for
+from localnode.node import LocalNode
 
 NAME = "drain"
 BUILD_SECONDS = 30
@@ -59,11 +59,8 @@ COPY --from=work /input.sha256 /done /out/
 def drain_builder(
     host: Any, node: LocalNode, node_operator: Any, api: Api, builders_namespace: str
 ) -> str:
-    if host.no_rootless:
-        pytest.skip(host.no_rootless)
-    create_builder(api, builders_namespace, NAME, SPEC)
-    seconds = wait_builder_ready(api, builders_namespace, NAME, node)
-    report(f"Builder {NAME} ({SPEC}) Ready in {seconds:.0f}s")
+    host.require_rootless()
+    ready_builder(api, node, builders_namespace, NAME, SPEC, announce=True)
     return NAME
 
 
@@ -76,10 +73,8 @@ def client(
     buildctl_bin: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> NodeBuildctl:
-    assert node.cluster is not None
     into = tmp_path_factory.mktemp("drain-certs")
-    conn = connect(node, api, builders_namespace, drain_builder, into, node.cluster.kubeconfig)
-    return NodeBuildctl(node, buildctl_bin, conn.address, conn.certs, conn.server_name)
+    return connect(node, api, builders_namespace, drain_builder, into).client(node, buildctl_bin)
 
 
 class SlowBuild:

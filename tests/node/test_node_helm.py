@@ -16,16 +16,16 @@ from helm_client import Helm, helm_binary
 from node_helpers import (
     Host,
     container_pid,
-    create_builder,
     pod_processes,
     read_proc,
-    wait_builder_ready,
+    ready_builder,
 )
 from operator_process import OperatorProcess
 
 from buildkit_operator.api.names import ChildNames
-from cluster import Api, wait_for
-from node import NODE_LABEL, LocalNode
+from localcluster.api import Api, wait_for
+from localnode.config import NODE_LABEL
+from localnode.node import LocalNode
 from node_images import OPERATOR_IMAGE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,8 +66,7 @@ def test_chart_runs_the_operator_image_on_the_real_node(
     tools: Callable[..., tuple[Path, ...]],
     tmp_path: Path,
 ) -> None:
-    if host.no_rootless:
-        pytest.skip(host.no_rootless)
+    host.require_rootless()
     assert node.cluster is not None
     namespace = "node-helm"
     api.create(
@@ -153,8 +152,7 @@ def test_chart_runs_the_operator_image_on_the_real_node(
         assert "# TYPE" in metrics
 
         # The in-cluster operator at work.
-        create_builder(api, namespace, "in-cluster", {})
-        wait_builder_ready(api, namespace, "in-cluster", node)
+        ready_builder(api, node, namespace, "in-cluster", {})
         service = ChildNames("in-cluster").service
         path = f"/api/v1/namespaces/{namespace}/services/{service}"
         old_uid = api.get(path)["metadata"]["uid"]

@@ -32,16 +32,15 @@ from node_helpers import (
     Host,
     NodeBuildctl,
     builder,
-    create_builder,
     describe,
+    ready_builder,
     report,
-    wait_builder_ready,
 )
 from operator_process import OperatorProcess
 
 from buildkit_operator.api.names import ChildNames
-from cluster import Api, wait_for
-from node import LocalNode
+from localcluster.api import Api, wait_for
+from localnode.node import LocalNode
 
 REAL_NODE = {"buildkit-operator.dev/real-node": "true"}
 LOOPS = 3_000_000
@@ -106,15 +105,13 @@ def _service_ip(api: Api, namespace: str, service: str) -> str:
 def test_a_pool_builds_natively_and_each_daemon_name_verifies(
     host: Host,
     node: LocalNode,
+    api: Api,
     node_operator: OperatorProcess,
     node_namespace: str,
     buildctl_bin: Path,
     tmp_path: Path,
 ) -> None:
-    if host.no_rootless:
-        pytest.skip(host.no_rootless)
-    assert node.cluster is not None
-    api = node.cluster.api
+    host.require_rootless()
     name = "pools"
     spec = {
         "cache": {"type": "ephemeral", "size": "2Gi"},
@@ -123,8 +120,7 @@ def test_a_pool_builds_natively_and_each_daemon_name_verifies(
             {"platform": "linux/arm64", "replicas": 1},
         ],
     }
-    create_builder(api, node_namespace, name, spec)
-    wait_builder_ready(api, node_namespace, name, node)
+    ready_builder(api, node, node_namespace, name, spec)
     status = builder(api, node_namespace, name)["status"]
 
     out = _connect(node, node_namespace, name, tmp_path / "pools")
@@ -183,21 +179,18 @@ def _daemon_pods(api: Api, namespace: str, name: str) -> list[dict[str, Any]]:
 def test_an_idle_builder_sleeps_keeps_its_cache_and_wakes_on_connect(
     host: Host,
     node: LocalNode,
+    api: Api,
     node_operator: OperatorProcess,
     node_namespace: str,
     buildctl_bin: Path,
     tmp_path: Path,
 ) -> None:
-    if host.no_rootless:
-        pytest.skip(host.no_rootless)
-    assert node.cluster is not None
-    api = node.cluster.api
+    host.require_rootless()
     name = "sleepy"
     # Ready first: a daemon that ran no build for idleTimeout since it started may sleep
     # before its first build, which connect would wake again.
     inputs = run_build_inputs(tmp_path / "build", f"idle {secrets.token_hex(4)}", loops=LOOPS)
-    create_builder(api, node_namespace, name, {"idleTimeout": "30s"})
-    wait_builder_ready(api, node_namespace, name, node)
+    ready_builder(api, node, node_namespace, name, {"idleTimeout": "30s"})
     service_ip = _service_ip(api, node_namespace, ChildNames(name).service)
 
     def build(label: str) -> tuple[float, dict[str, bool]]:
@@ -225,6 +218,7 @@ def test_an_idle_builder_sleeps_keeps_its_cache_and_wakes_on_connect(
     assert [d["idle"] for d in status["daemons"]] == [True], status
     assert api.exists(f"/api/v1/namespaces/{node_namespace}/persistentvolumeclaims/{claim}")
 
+    assert node.cluster is not None
     began = time.monotonic()
     woke = subprocess.run(
         [str(OPERATOR_CLI), "wake", name, "-n", node_namespace,
@@ -243,15 +237,13 @@ def test_an_idle_builder_sleeps_keeps_its_cache_and_wakes_on_connect(
 def test_a_daemon_with_a_build_in_flight_is_not_put_to_sleep(
     host: Host,
     node: LocalNode,
+    api: Api,
     node_operator: OperatorProcess,
     node_namespace: str,
     buildctl_bin: Path,
     tmp_path: Path,
 ) -> None:
-    if host.no_rootless:
-        pytest.skip(host.no_rootless)
-    assert node.cluster is not None
-    api = node.cluster.api
+    host.require_rootless()
     name = "busy"
     context = write_context(
         tmp_path / "context",
@@ -259,13 +251,13 @@ def test_a_daemon_with_a_build_in_flight_is_not_put_to_sleep(
         {},
     )
     rootfs = host_rootfs(tmp_path / "rootfs")
-    create_builder(
+    ready_builder(
         api,
+        node,
         node_namespace,
         name,
         {"idleTimeout": "20s", "cache": {"type": "ephemeral"}, "nodeSelector": REAL_NODE},
     )
-    wait_builder_ready(api, node_namespace, name, node)
     out = _connect(node, node_namespace, name, tmp_path / "c")
     line = next(x for x in out.splitlines() if x.startswith("buildctl "))
     # The pod itself (the Service's endpoints take kube-proxy a moment, and this daemon may
@@ -316,6 +308,7 @@ def _userns_unsupported(node: LocalNode) -> str | None:
 def test_userns_profile_builds_on_the_node(
     host: Host,
     node: LocalNode,
+    api: Api,
     node_operator: OperatorProcess,
     node_namespace: str,
     buildctl_bin: Path,
@@ -324,16 +317,14 @@ def test_userns_profile_builds_on_the_node(
     why = _userns_unsupported(node)
     if why:
         pytest.skip(f"securityProfile userns on the real node: {why}")
-    assert node.cluster is not None
-    api = node.cluster.api
     name = "userns"
-    create_builder(
+    ready_builder(
         api,
+        node,
         node_namespace,
         name,
         {"securityProfile": "userns", "cache": {"type": "ephemeral"}, "nodeSelector": REAL_NODE},
     )
-    wait_builder_ready(api, node_namespace, name, node)
     inputs = run_build_inputs(tmp_path / "build", f"userns {secrets.token_hex(4)}", loops=1000)
     out = _connect(node, node_namespace, name, tmp_path / "c")
     line = next(x for x in out.splitlines() if x.startswith("buildctl "))

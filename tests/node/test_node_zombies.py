@@ -9,8 +9,8 @@ import time
 
 from node_helpers import pod_processes, running_pod
 
-from cluster import Api
-from node import LocalNode
+from localcluster.api import Api
+from localnode.node import LocalNode
 
 PROBE_PERIODS = 10
 

@@ -1,0 +1,150 @@
+"""What the cluster holds for its users: the kwok nodes and StorageClasses made at start,
+the pool of PersistentVolumes (made, and made Available again when their claim is gone),
+and temporary namespaces for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .api import ApiError, wait_for
+from .manifests import (
+    VOLUME_LABEL,
+    NodeSpec,
+    node_is_ready,
+    node_manifest,
+    storage_class_manifest,
+    volume_manifest,
+)
+
+if TYPE_CHECKING:
+    from .api import Api
+
+
+class ClusterObjects:
+    """LocalCluster's objects: ``nodes`` and ``storage_classes`` are what it was made with."""
+
+    dir: Path
+    nodes: tuple[NodeSpec, ...]
+    storage_classes: dict[str, int]
+
+    if TYPE_CHECKING:  # provided by LocalCluster
+
+        @property
+        def api(self) -> Api: ...
+
+    def _create_cluster_objects(self) -> None:
+        api = self.api
+        for node in self.nodes:
+            api.create("/api/v1/nodes", node_manifest(node))
+        for index, name in enumerate(self.storage_classes):
+            api.create(
+                "/apis/storage.k8s.io/v1/storageclasses", storage_class_manifest(name, index == 0)
+            )
+        self.ensure_volumes()
+
+    def _nodes_ready(self) -> bool:
+        nodes = self.api.get("/api/v1/nodes")["items"]
+        names = {n["metadata"]["name"] for n in nodes if node_is_ready(n)}
+        return all(node.name in names for node in self.nodes)
+
+    def _volumes_available(self) -> bool:
+        pvs = self.api.get(f"/api/v1/persistentvolumes?labelSelector={VOLUME_LABEL}")["items"]
+        return bool(pvs) and all(pv.get("status", {}).get("phase") != "Pending" for pv in pvs)
+
+    def ensure_volumes(self) -> int:
+        """Create the missing pool volumes and make Released ones Available. Returns created."""
+        api = self.api
+        self.recycle_volumes()
+        existing = {
+            pv["metadata"]["name"]
+            for pv in api.get(f"/api/v1/persistentvolumes?labelSelector={VOLUME_LABEL}")["items"]
+        }
+        wanted = [
+            volume_manifest(name, index, self.dir / "volumes")
+            for name, count in self.storage_classes.items()
+            for index in range(1, count + 1)
+        ]
+        missing = [pv for pv in wanted if pv["metadata"]["name"] not in existing]
+        if missing:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda pv: api.create("/api/v1/persistentvolumes", pv), missing))
+        return len(missing)
+
+    @contextlib.contextmanager
+    def temporary_namespace(self, name: str, delete_timeout: float = 120) -> Iterator[str]:
+        """A fresh namespace whose default ServiceAccount exists (pods need it), deleted
+        afterwards, waiting until it is gone; then its volumes are recycled for the next."""
+        api = self.api
+        api.create(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            exist_ok=False,
+        )
+        wait_for(
+            lambda: api.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+            f"the default ServiceAccount of namespace {name}",
+            timeout=60,
+        )
+        yield name
+        api.delete(f"/api/v1/namespaces/{name}")
+        wait_for(
+            lambda: not api.exists(f"/api/v1/namespaces/{name}"),
+            f"namespace {name} to be deleted",
+            timeout=delete_timeout,
+            interval=0.5,
+            on_timeout=lambda: self._namespace_leftovers(name),
+        )
+        self.recycle_volumes()
+
+    def _namespace_leftovers(self, name: str) -> str:
+        try:
+            status = self.api.get(f"/api/v1/namespaces/{name}").get("status", {})
+        except ApiError as exc:
+            return str(exc)
+        return f"namespace status: {json.dumps(status)}"
+
+    def recycle_volumes(self) -> list[str]:
+        """Make pool volumes whose claim is gone Available again (clear spec.claimRef).
+
+        Covers volumes the PV controller already marked Released and those whose claim was
+        deleted but not yet noticed. Returns the names of the recycled volumes.
+        """
+        api = self.api
+        recycled = []
+        pvs = api.get(f"/api/v1/persistentvolumes?labelSelector={VOLUME_LABEL}")["items"]
+        for pv in pvs:
+            claim = pv.get("spec", {}).get("claimRef")
+            if not claim:
+                continue
+            phase = pv.get("status", {}).get("phase")
+            if phase != "Released":
+                if not claim.get("uid"):
+                    continue  # pre-bound or being bound: not ours to touch
+                namespace, claim_name = claim["namespace"], claim["name"]
+                path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim_name}"
+                try:
+                    live = api.get(path)
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+                    live = None
+                if live is not None and live["metadata"]["uid"] == claim["uid"]:
+                    continue  # still in use
+            name = pv["metadata"]["name"]
+            patch = {
+                "metadata": {"resourceVersion": pv["metadata"]["resourceVersion"]},
+                "spec": {"claimRef": None},
+            }
+            try:
+                api.merge_patch(f"/api/v1/persistentvolumes/{name}", patch)
+            except ApiError as exc:
+                if exc.status in (404, 409):
+                    continue  # changed meanwhile; the next call looks again
+                raise
+            recycled.append(name)
+        return recycled
