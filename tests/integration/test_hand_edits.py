@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 from harness import (
-    Kubectl,
     assert_at_rest,
     builder,
     condition,
@@ -21,6 +20,8 @@ from harness import (
     wait_phase,
     wait_until,
 )
+
+from localcluster.kubectl import Kubectl
 
 pytestmark = pytest.mark.integration
 
