@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,24 @@ class Kubectl:
         """``kubectl apply -f -`` of an object (or YAML text)."""
         text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
         return self("apply", "-f", "-", input=text)
+
+    def wait_established(self, crd: str, timeout: float = 60) -> None:
+        """Wait until CRD ``crd`` is Established. `kubectl wait --for=condition=Established`
+        fails at once (``.status.conditions accessor error``) when it reads a CRD the
+        API server has not given conditions yet, so the condition is polled instead."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            result = self.run("get", f"crd/{crd}", "-o", "json")
+            if result.returncode == 0:
+                conditions = (json.loads(result.stdout).get("status") or {}).get("conditions")
+                last = conditions
+                if any(
+                    c.get("type") == "Established" and c.get("status") == "True"
+                    for c in conditions or []
+                ):
+                    return
+            else:
+                last = result.stderr.strip()
+            time.sleep(0.2)
+        raise ClusterError(f"CRD {crd} not Established within {timeout:.0f}s: {last}")

@@ -52,7 +52,7 @@ def chaos_cluster(
 def admin(chaos_cluster: LocalCluster) -> Kubectl:
     k = chaos_cluster.kubectl()
     k("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    k("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
+    k.wait_established("builders.buildkit.dev")
     return k
 
 

@@ -125,9 +125,7 @@ def operator_under_test(
         "apply", "--server-side", "--force-conflicts", "-f",
         str(REPO / "crds" / "builders.buildkit.dev.yaml"),
     )  # fmt: skip
-    kubectl_admin(
-        "wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s"
-    )
+    kubectl_admin.wait_established("builders.buildkit.dev")
     role = operator_cluster_role()
     role["metadata"] = {"name": "buildkit-operator-under-test"}
     kubectl_admin.apply(role)

@@ -46,7 +46,7 @@ def crd(kubectl: Any) -> None:
     """The generated CRD, installed as `kubectl apply` installs it: the API server checks
     every CEL rule compiles and fits its cost budget, or refuses the CRD."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kubectl("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
+    kubectl.wait_established("builders.buildkit.dev")
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def test_install_upgrade_uninstall(helm: Helm, kubectl: Any, namespace: str, rel
     assert "buildkit-operator connect my-builder -n default" in out
 
     fullname = f"{release}-buildkit-operator"
-    kubectl("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=60s")
+    kubectl.wait_established(CRD)
     deployment = kubectl.json("get", "deployment", fullname, "-n", namespace)
     # Two replicas (one leads through the Lease, the other stands by).
     assert deployment["status"].get("availableReplicas") == 2, deployment["status"]

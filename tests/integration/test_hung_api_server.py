@@ -111,7 +111,7 @@ def test_a_black_holed_connection_wedges_no_builder(
         "-f",
         str(REPO / "crds" / "builders.buildkit.dev.yaml"),
     )
-    kubectl("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
+    kubectl.wait_established("builders.buildkit.dev")
     op = operator(
         "--request-timeout", "3", kubeconfig=_via(cluster, proxy, tmp_path / "kubeconfig")
     )

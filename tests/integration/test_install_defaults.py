@@ -59,7 +59,7 @@ def test_defaults_fill_what_builders_leave_unset_and_a_change_rolls_them(
     kubectl: Any, namespace: str, operator: Callable[..., Any]
 ) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
+    kubectl.wait_established("builders.buildkit.dev")
     flags = ["--default-storage-class=fast-ssd", "--default-cache-size=5Gi"]
     first = operator(f"--default-image-repository={MIRROR}", *flags)
 

@@ -308,7 +308,7 @@ def crd_installed(kubectl: Any) -> None:
     from test_admission import CRD_FILE
 
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kubectl("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
+    kubectl.wait_established("builders.buildkit.dev")
 
 
 @pytest.fixture(scope="module")

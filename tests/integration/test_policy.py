@@ -51,7 +51,7 @@ def install(helm: Helm, kubectl: Any, namespace: str) -> Iterator[Callable[..., 
     """``install(*helm_args) -> release``: the chart, released in the test's namespace and
     uninstalled afterwards, so its cluster-scoped policy never outlives the test."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/builders.buildkit.dev", "--timeout=60s")
+    kubectl.wait_established("builders.buildkit.dev")
     releases: list[str] = []
 
     def run(*args: str) -> str:
