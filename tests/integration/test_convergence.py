@@ -217,7 +217,9 @@ NODE_LABELS = {"kubernetes.io/arch": {"amd64", "arm64"}, "kubernetes.io/os": {"l
 
 def expected_phase(spec: dict[str, Any]) -> str:
     """Where a Builder of ``spec`` must come to rest on the local cluster: Ready, unless its
-    nodeSelector matches no node (its pods stay unscheduled)."""
+    nodeSelector matches no node (its pods stay unscheduled); no daemon is Ready at once."""
+    if spec.get("replicas", 1) == 0:
+        return "Ready"
     selector = spec.get("nodeSelector") or {}
     if any(value not in NODE_LABELS.get(key, ()) for key, value in selector.items()):
         return "Pending"
