@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from buildkit_operator.api import Builder
 from buildkit_operator.api.defaults import DEFAULTS
-from buildkit_operator.cli.main import _dump_stream, render_objects
+from buildkit_operator.cli.main import render_objects
+from buildkit_operator.cli.output import dump_stream
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def _json_stream(text: str) -> list[Any]:
 def test_kubectl_reads_back_what_render_prints(kubectl: Any, names: list[str]) -> None:
     objects = render_objects(_builders(names), datetime.now(UTC), DEFAULTS)
     printed = io.StringIO()
-    _dump_stream(objects, printed)
+    dump_stream(objects, printed)
     out = kubectl("create", "--dry-run=client", "-o", "json", "-f", "-", input=printed.getvalue())
     read = _json_stream(out)
     meant = json.loads(json.dumps(objects))

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from buildkit_operator.cli.main import _dump_stream, load_builders, needs_quotes, render_objects
+from buildkit_operator.cli.main import load_builders, render_objects
+from buildkit_operator.cli.output import dump_stream, needs_quotes
 from cli_in_process import OPERATOR, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -279,7 +280,7 @@ def test_render_quotes_strings_yaml_readers_take_for_something_else(value: str) 
 
     assert needs_quotes(value)
     out = io.StringIO()
-    _dump_stream([{"metadata": {"annotations": {"buildkit.dev/config-hash": value}}}], out)
+    dump_stream([{"metadata": {"annotations": {"buildkit.dev/config-hash": value}}}], out)
     assert f'"{value}"' in out.getvalue()
     assert yaml.safe_load(out.getvalue())["metadata"]["annotations"] == {
         "buildkit.dev/config-hash": value

@@ -7,8 +7,8 @@ import json
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from buildkit_operator.cluster import client
-from buildkit_operator.cluster.client import retry_after, retryable, with_retries
+from buildkit_operator.cluster import retries as client
+from buildkit_operator.cluster.retries import retry_after, retryable, with_retries
 
 
 def refusal(status: int, reason: str = "", message: str = "", **headers: str) -> ApiException:

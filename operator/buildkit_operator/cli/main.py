@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 import yaml
 
@@ -24,6 +23,7 @@ from ..api.defaults import DEFAULTS, Defaults, InvalidDefaults, make_defaults
 from ..pki import ensure_tls
 from ..render import render_builder, server_sans
 from ..render.config import unknown_keys
+from .output import dump_stream
 
 EXIT_USAGE = 2
 
@@ -107,50 +107,11 @@ def render_objects(
     return objects
 
 
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (buildkitd.toml) as literal blocks, readable as written; strings
-    another YAML reader could take for something else, quoted."""
-
-
-# Plain scalars that YAML 1.1 readers (Go's, which kubectl uses) resolve to something other
-# than a string, beyond what PyYAML itself resolves: numbers in any notation (`2214636903781e04`,
-# `1_000`, `0x1f`, `12:30`, dates), and the 1.1 booleans and nulls in every case.
-_NUMBER_LIKE = re.compile(r"[-+.]?[0-9][0-9a-zA-Z._:+-]*")
-_WORDS = {
-    *["y", "n", "yes", "no", "true", "false", "on", "off", "null", "~"],
-    *[".inf", "-.inf", "+.inf", ".nan"],
-}
-
-
-def needs_quotes(value: str) -> bool:
-    """Whether ``value`` printed plain could be read back as anything but this string."""
-    if _NUMBER_LIKE.fullmatch(value) or value.lower() in _WORDS or value != value.strip():
-        return True
-    try:
-        return bool(yaml.safe_load(value) != value)
-    except yaml.YAMLError:
-        return True
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else '"' if value and needs_quotes(value) else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str_representer)
-
-
-def _dump_stream(objects: Sequence[dict[str, Any]], out: TextIO) -> None:
-    out.write(
-        yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, explicit_start=True, width=100)
-    )
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     builders = load_builders(args.filename, args.namespace)
     if not builders:
         raise UsageError(f"no {API_VERSION} {KIND} in {', '.join(args.filename)}")
-    _dump_stream(render_objects(builders, datetime.now(UTC), defaults_from(args)), sys.stdout)
+    dump_stream(render_objects(builders, datetime.now(UTC), defaults_from(args)), sys.stdout)
     return 0
 
 
