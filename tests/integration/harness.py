@@ -113,6 +113,19 @@ def writes_in(cluster: Any, ns: str, since: float) -> list[str]:
     return [w for w in operator_writes(cluster, since) if f"/namespaces/{ns}/" in w]
 
 
+def child_writes(cluster: Any, ns: str, since: float) -> list[str]:
+    """The operator's writes in namespace ``ns`` since ``since``, from the audit log, to
+    anything but its Builders (their status) and their Events: the creates, patches and
+    deletes of what runs (a create names the collection only, as in ``create .../secrets``)."""
+    kept = []
+    for write in writes_in(cluster, ns, since):
+        path = write.split(" ", 1)[-1].split("?", 1)[0]
+        if "/builders/" in path or path.endswith("/events"):
+            continue
+        kept.append(write)
+    return kept
+
+
 def settle(cluster: Any, ns: str, quiet: float = 4.0, timeout: float = 90.0) -> float:
     """Wait until the operator has made no write in ``ns`` for ``quiet`` seconds; fail if
     it never stops (a loop). Returns when the quiet stretch began."""

@@ -22,6 +22,7 @@ from harness import (
     OPERATOR_BIN,
     OPERATOR_USER,
     builder,
+    child_writes,
     children,
     get,
     operator_writes,
@@ -29,6 +30,7 @@ from harness import (
     pods_of,
     wait_phase,
     wait_until,
+    writes_in,
 )
 from operator_process import OperatorProcess
 
@@ -190,11 +192,17 @@ def test_deleted_child_comes_back(k: Kubectl, namespace: str, kind: str, child: 
 # --- 4: noCreate and noRecreate ---------------------------------------------------------------
 
 
-def test_no_create_without_workload_reports_missing(k: Kubectl, namespace: str) -> None:
+def test_no_create_without_workload_reports_missing(
+    k: Kubectl, namespace: str, cluster: Any
+) -> None:
+    since = time.time()
     k.apply(builder("adopt", namespace, noCreate=True))
     obj = wait_phase(k, "adopt", namespace, "Missing")
     assert "adopt-0" in obj["status"]["message"] and namespace in obj["status"]["message"]
     time.sleep(3)
+    # From the audit log: nothing created (nor created and deleted again) at any moment;
+    # only the Builder's status and its Events were written.
+    assert child_writes(cluster, namespace, since) == [], "noCreate created something"
     assert children(k, namespace) == {}, "noCreate created something"
 
 
@@ -222,10 +230,11 @@ def test_no_create_adopts_existing_workload(k: Kubectl, namespace: str) -> None:
     assert get(k, "deployment", "adopt-0", namespace)["metadata"]["uid"] == dep["metadata"]["uid"]
 
 
-def test_no_recreate_reports_drift_then_applies(k: Kubectl, namespace: str) -> None:
+def test_no_recreate_reports_drift_then_applies(k: Kubectl, namespace: str, cluster: Any) -> None:
     k.apply(builder("hold", namespace, noRecreate=True, cache={"type": "ephemeral", "size": "1Gi"}))
     wait_phase(k, "hold", namespace, "Ready")
     before = {key: o["metadata"]["resourceVersion"] for key, o in children(k, namespace).items()}
+    since = time.time()
     patch_spec(
         k,
         "hold",
@@ -239,6 +248,8 @@ def test_no_recreate_reports_drift_then_applies(k: Kubectl, namespace: str) -> N
     cond = {c["type"]: c for c in obj["status"]["conditions"]}
     assert cond["Drifted"]["status"] == "True" and cond["Ready"]["status"] == "False"
     time.sleep(3)
+    # From the audit log, over the whole time since the edit: no write to any child.
+    assert child_writes(cluster, namespace, since) == [], "noRecreate touched a child"
     after = {key: o["metadata"]["resourceVersion"] for key, o in children(k, namespace).items()}
     assert after == before, "noRecreate touched a child"
 
@@ -260,9 +271,16 @@ def test_no_recreate_reports_drift_then_applies(k: Kubectl, namespace: str) -> N
 
 
 @pytest.mark.parametrize("retain", [True, pytest.param(False, marks=pytest.mark.smoke)])
-def test_delete_builder_removes_children(k: Kubectl, namespace: str, retain: bool) -> None:
+def test_delete_builder_removes_children(
+    k: Kubectl, namespace: str, cluster: Any, retain: bool
+) -> None:
     k.apply(builder("gone", namespace, replicas=2, cache={"size": "2Gi", "retain": retain}))
     wait_phase(k, "gone", namespace, "Ready")
+    uids = {
+        c["metadata"]["name"]: c["metadata"]["uid"]
+        for c in k.json("get", "pvc", "-n", namespace)["items"]
+    }
+    since = time.time()
     k("delete", "builder", "gone", "-n", namespace, "--wait=true")
     wait_until(
         "the garbage collector to remove the children",
@@ -275,11 +293,22 @@ def test_delete_builder_removes_children(k: Kubectl, namespace: str, retain: boo
     )  # fmt: skip
     if retain:
         time.sleep(3)
+        # From the audit log: the operator neither deleted nor changed a claim meanwhile.
+        touched = [
+            w for w in writes_in(cluster, namespace, since) if "/persistentvolumeclaims" in w
+        ]
+        assert touched == [], touched
         assert claims() == ["gone-cache-0", "gone-cache-1"]
-        # A Builder of the same name finds its cache again.
+        # A Builder of the same name finds its cache again: the same claims, not new ones
+        # of the same names.
         k.apply(builder("gone", namespace, replicas=2, cache={"size": "2Gi", "retain": True}))
         wait_phase(k, "gone", namespace, "Ready")
         assert claims() == ["gone-cache-0", "gone-cache-1"]
+        found = {
+            c["metadata"]["name"]: c["metadata"]["uid"]
+            for c in k.json("get", "pvc", "-n", namespace)["items"]
+        }
+        assert found == uids, "a retained claim was replaced"
     else:
         wait_until("the cache claims to be deleted", lambda: claims() == [], timeout=60)
 
@@ -287,16 +316,19 @@ def test_delete_builder_removes_children(k: Kubectl, namespace: str, retain: boo
 # --- 8: an invalid edit leaves what runs alone -------------------------------------------------
 
 
-def test_invalid_edit_keeps_builder_running(k: Kubectl, namespace: str) -> None:
+def test_invalid_edit_keeps_builder_running(k: Kubectl, namespace: str, cluster: Any) -> None:
     k.apply(builder("bad", namespace, cache={"type": "ephemeral", "size": "1Gi"}))
     wait_phase(k, "bad", namespace, "Ready")
     before = {key: o["metadata"]["resourceVersion"] for key, o in children(k, namespace).items()}
+    since = time.time()
     patch_spec(k, "bad", namespace, {"buildkitd": {"config": "[worker.oci\nmax-parallelism = 2"}})
     obj = wait_phase(k, "bad", namespace, "Invalid")
     assert "spec.buildkitd.config" in obj["status"]["message"]
     assert "TOML" in obj["status"]["message"]
     assert obj["status"]["endpoint"]  # still where clients connect
     time.sleep(3)
+    # From the audit log, over the whole time since the edit: no write to any child.
+    assert child_writes(cluster, namespace, since) == [], "an invalid edit changed what runs"
     after = {key: o["metadata"]["resourceVersion"] for key, o in children(k, namespace).items()}
     assert after == before, "an invalid edit changed what runs"
     assert all(p["status"]["phase"] == "Running" for p in pods_of(k, namespace, "bad"))
