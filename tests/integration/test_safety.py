@@ -116,10 +116,11 @@ def test_quantity_edit_below_one_unit_is_repaired(k: Kubectl, namespace: str) ->
 
 
 def test_no_create_never_deletes_a_workload_it_cannot_adopt_in_place(
-    k: Kubectl, namespace: str
+    k: Kubectl, namespace: str, cluster: Any
 ) -> None:
     k("create", "deployment", "nc-0", "--image=busybox", "-n", namespace)
     before = get(k, "deployment", "nc-0", namespace)
+    since = time.time()
     k.apply(builder("nc", namespace, noCreate=True, cache=EPHEMERAL))
     obj = wait_phase(k, "nc", namespace, "Drifted")
     assert "nc-0" in obj["status"]["message"] and "spec.selector" in obj["status"]["message"]
@@ -132,6 +133,12 @@ def test_no_create_never_deletes_a_workload_it_cannot_adopt_in_place(
     _delete_builder(k, "nc", namespace)
     time.sleep(2)
     assert get(k, "deployment", "nc-0", namespace)["metadata"]["uid"] == before["metadata"]["uid"]
+    # From the audit log, over the whole test: the operator never wrote to the workload
+    # (no patch, no owner reference, no delete), not even for a moment.
+    touched = [
+        w for w in writes_in(cluster, namespace, since) if _writes_to(w, "Deployment", "nc-0")
+    ]
+    assert touched == [], touched
 
 
 # --- 3: objects of our children's names that are someone else's ---------------------------
@@ -183,10 +190,11 @@ def _foreign(kind: str, name: str) -> dict[str, Any]:
 
 
 def _writes_to(write: str, kind: str, name: str) -> bool:
-    """Whether an audited write went to this object (the Service and the
-    PodDisruptionBudget share a name)."""
+    """Whether an audited write went to this object or one of its subresources (its
+    status, its scale) (the Service and the PodDisruptionBudget share a name)."""
     plural = {"PodDisruptionBudget": "poddisruptionbudgets"}.get(kind, kind.lower() + "s")
-    return write.split("?")[0].endswith(f"/{plural}/{name}")
+    path = write.split("?")[0]
+    return path.endswith(f"/{plural}/{name}") or f"/{plural}/{name}/" in path
 
 
 @pytest.mark.parametrize(
@@ -249,7 +257,8 @@ def test_someone_elses_object_of_a_childs_name_is_never_touched(
 # --- 4: a retained cache survives re-creation with a smaller size or another class --------
 
 
-def test_retained_cache_is_never_deleted(k: Kubectl, namespace: str) -> None:
+def test_retained_cache_is_never_deleted(k: Kubectl, namespace: str, cluster: Any) -> None:
+    since = time.time()
     k.apply(builder("keep", namespace, cache={"size": "50Gi"}))
     wait_phase(k, "keep", namespace, "Ready")
     claim = get(k, "pvc", "keep-cache-0", namespace)
@@ -287,6 +296,14 @@ def test_retained_cache_is_never_deleted(k: Kubectl, namespace: str) -> None:
         "PersistentVolumeClaim" in e["message"] and "delet" in e["message"]
         for e in events_of(k, namespace, "keep")
     )
+    # A delete the claim's protection finalizer holds leaves it there, uid and all: the
+    # audit log tells whether one was ever asked for.
+    deletes = [
+        w
+        for w in writes_in(cluster, namespace, since)
+        if w.startswith(("delete ", "deletecollection ")) and "/persistentvolumeclaims" in w
+    ]
+    assert deletes == [], deletes
 
 
 def test_scale_down_and_up_never_puts_two_pods_on_one_claim(k: Kubectl, namespace: str) -> None:
