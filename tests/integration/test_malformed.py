@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import builder, events_of, get, patch_spec, wait_phase, wait_until
+from harness import builder, child_writes, events_of, get, patch_spec, wait_phase, wait_until
 from harness import writes_in as operator_writes_in
 from test_admission import REFUSED as ADMISSION_REFUSED
 
@@ -383,16 +383,20 @@ def test_running_builder_edited_invalid_keeps_running(
     k.apply(builder("runs", namespace, cache=EPHEMERAL))
     wait_phase(k, "runs", namespace, "Ready")
     before = get(k, "deployment", "runs-0", namespace)
+    edited = time.time()
     patch_spec(k, "runs", namespace, {"buildkitd": {"config": config}})
     obj = wait_phase(k, "runs", namespace, "Invalid")
     assert "spec.buildkitd.config" in obj["status"]["message"]
     since = time.time()
     time.sleep(6)
     after = get(k, "deployment", "runs-0", namespace)
-    # The daemon that ran goes on running, untouched (its spec and its pods).
+    # The daemon that ran goes on running, untouched (its spec and its pods): from the
+    # audit log, no write to anything that runs since the edit, only the Builder's status
+    # and its Event; and none at all once Invalid.
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["spec"]["template"] == before["spec"]["template"]
     assert after["status"].get("readyReplicas") == 1
+    assert child_writes(cluster, namespace, edited) == []
     assert operator_writes_in(cluster, namespace, since) == []
     # And a valid edit takes it back to Ready.
     patch_spec(k, "runs", namespace, {"buildkitd": {"config": "debug = true\n"}})

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import OPERATOR_BIN, builder, get, pods_of, wait_phase, wait_until
+from harness import OPERATOR_BIN, builder, child_writes, get, pods_of, wait_phase, wait_until
 
 from localcluster.kubectl import Kubectl
 
@@ -200,10 +200,15 @@ def test_a_daemon_whose_idleness_cannot_be_judged_is_never_put_to_sleep(
     k: Kubectl, namespace: str, cluster: Any
 ) -> None:
     """kwok's pods are not reachable, so no daemon's activity can be read: after idleTimeout
-    it still runs, and status shows none Idle."""
+    it still runs (from the audit log: the operator never scaled it down, not even for a
+    moment), and status shows none Idle."""
     k.apply(builder("sleepy", namespace, cache=EPHEMERAL, idleTimeout="3s"))
     wait_phase(k, "sleepy", namespace, "Ready")
+    since = time.time()
     time.sleep(8)
+    # Putting it to sleep is a write to its Deployment (replicas 0, the idle-since
+    # annotation): none over the window, nor any other write to what runs.
+    assert child_writes(cluster, namespace, since) == []
     obj = get(k, "builder", "sleepy", namespace)
     assert obj["status"]["phase"] == "Ready"
     assert [d["idle"] for d in obj["status"]["daemons"]] == [False]
