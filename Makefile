@@ -64,8 +64,14 @@ check: $(VENV)/.installed lint ## before a push (a few minutes): lint, the unit 
 	$(PY) -m pytest tests/unit
 	$(PY) -m pytest tests/integration -m smoke
 
-test: $(VENV)/.installed lint ## run every test tier: unit, integration (real control plane), e2e (real BuildKit), node (real kubelet), chaos (one short round)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/node tests/chaos
+TIERS := unit integration e2e node chaos
+
+test: $(VENV)/.installed lint ## run every test tier: unit, integration (real control plane), e2e (real BuildKit), node (real kubelet), chaos (one short round); prints each tier's time
+	@rm -f .tier-times; set -e; for tier in $(TIERS); do \
+		start=$$(date +%s); \
+		$(PY) -m pytest tests/$$tier --durations=10; \
+		echo "tier $$tier: $$(( $$(date +%s) - start )) s" >> .tier-times; \
+	done; cat .tier-times; rm -f .tier-times
 
 test-unit: $(VENV)/.installed ## fast tests of the pure parts
 	$(PY) -m pytest tests/unit
