@@ -109,11 +109,16 @@ def test_every_daemon_has_its_own_dns_name_and_a_key_keeps_to_one_daemon(
     # serves come from the headless Service's EndpointSlices, which name each pod's hostname.
     (service,) = {d["address"].split(".")[1] for d in daemons}
     assert get(k, "service", service, namespace)["spec"]["clusterIP"] == "None"
-    slices = k.json(
-        "get", "endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={service}"
-    )["items"]
-    hostnames = {e.get("hostname") for s in slices for e in s.get("endpoints") or []}
-    assert hostnames == {d["name"] for d in daemons}
+
+    def hostnames() -> set[str | None]:
+        slices = k.json(
+            "get", "endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={service}"
+        )["items"]
+        return {e.get("hostname") for s in slices for e in s.get("endpoints") or []}
+
+    # The EndpointSlice controller follows the pods a moment after they are ready.
+    names = {d["name"] for d in daemons}
+    wait_until("every daemon's DNS record", lambda: hostnames() == names, timeout=30)
     for d in daemons:
         assert d["address"] == f"tcp://{d['name']}.{service}.{namespace}.svc:1234"
 
