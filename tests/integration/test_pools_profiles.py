@@ -75,18 +75,20 @@ def test_two_pools_run_on_their_architectures_with_an_endpoint_each(
         assert pool["readyReplicas"] == pool["replicas"] == (2 if platform.endswith("amd64") else 1)
         host = re.fullmatch(r"tcp://([a-z0-9-]+)\.(.+)\.svc:1234", pool["endpoint"])
         assert host and host.group(2) == namespace, pool["endpoint"]
-        # The pool's Service reaches that pool's pods only (the API server's EndpointSlices).
-        slices = k.json(
-            "get",
-            "endpointslices",
-            "-n",
-            namespace,
-            "-l",
-            f"kubernetes.io/service-name={host.group(1)}",
-        )["items"]
-        ips = {ip for s in slices for e in s.get("endpoints") or [] for ip in e["addresses"]}
+        # The pool's Service reaches that pool's pods only (the API server's EndpointSlices,
+        # which the EndpointSlice controller fills a moment after the pods are ready).
+        service = host.group(1)
+
+        def ips(service: str = service) -> set[str]:
+            slices = k.json(
+                "get", "endpointslices", "-n", namespace, "-l",
+                f"kubernetes.io/service-name={service}",
+            )["items"]  # fmt: skip
+            return {ip for s in slices for e in s.get("endpoints") or [] for ip in e["addresses"]}
+
         want = {p["status"]["podIP"] for p in pods if p["spec"]["nodeName"] in placed[platform]}
-        assert ips == want, (platform, ips, want)
+        wait_until(f"{platform}'s Service to reach its pods", lambda: ips() == want, timeout=30)
+        assert ips() == want, (platform, ips(), want)
 
     out, _ = _connect(cluster, "multi", "-n", namespace, "-o", str(tmp_path))
     creates = [line for line in out.splitlines() if line.startswith("docker buildx create")]
