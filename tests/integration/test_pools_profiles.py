@@ -87,7 +87,7 @@ def test_two_pools_run_on_their_architectures_with_an_endpoint_each(
             return {ip for s in slices for e in s.get("endpoints") or [] for ip in e["addresses"]}
 
         want = {p["status"]["podIP"] for p in pods if p["spec"]["nodeName"] in placed[platform]}
-        wait_until(f"{platform}'s Service to reach its pods", lambda: ips() == want, timeout=30)
+        wait_until(f"{platform}'s Service to reach its pods", lambda w=want: ips() == w, timeout=30)
         assert ips() == want, (platform, ips(), want)
 
     out, _ = _connect(cluster, "multi", "-n", namespace, "-o", str(tmp_path))
