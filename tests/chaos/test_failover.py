@@ -16,7 +16,12 @@ from localcluster.kubectl import Kubectl
 LEASE_DURATION = 15.0  # the chart's default, which `run --leader-elect` takes as well
 
 
-def _leader(a: Replica, b: Replica) -> tuple[Replica, Replica]:
+def _pair(replicas: Callable[..., Replica]) -> tuple[Replica, Replica]:
+    """Two replicas, each its own user, both waiting for the Lease: (leader, standby)."""
+    a = replicas("a")
+    a.wait_for_log(r"waits for Lease")
+    b = replicas("b")
+    b.wait_for_log(r"waits for Lease")
     wait_until("one replica to lead", lambda: a.leads() or b.leads(), timeout=60)
     return (a, b) if a.leads() else (b, a)
 
@@ -29,11 +34,7 @@ def test_one_leader_reconciles_and_the_standby_takes_over(
 ) -> None:
     namespace, operator_ns = workspace
     audit = Audit(chaos_cluster.audit_log)
-    a = replicas("a")
-    a.wait_for_log(r"waits for Lease")
-    b = replicas("b")
-    b.wait_for_log(r"waits for Lease")
-    leader, standby = _leader(a, b)
+    leader, standby = _pair(replicas)
     assert lease_holder(admin, operator_ns) == leader.identity()
     started = time.time()
 
@@ -80,8 +81,8 @@ def test_one_leader_reconciles_and_the_standby_takes_over(
     time.sleep(3)
     since = time.time()
     time.sleep(6)
-    assert audit.writes([a.user, b.user], since, namespace) == []
-    renewals = audit.writes([a.user, b.user], since)
+    assert audit.writes([leader.user, standby.user], since, namespace) == []
+    renewals = audit.writes([leader.user, standby.user], since)
     assert renewals and all(f"/namespaces/{operator_ns}/leases/" in w for w in renewals), renewals
 
 
@@ -97,11 +98,7 @@ def test_a_partitioned_leader_writes_nothing_after_its_successor(
     is its own user, so the log tells them apart."""
     namespace, _ = workspace
     audit = Audit(chaos_cluster.audit_log)
-    a = replicas("a")
-    a.wait_for_log(r"waits for Lease")
-    b = replicas("b")
-    b.wait_for_log(r"waits for Lease")
-    leader, standby = _leader(a, b)
+    leader, standby = _pair(replicas)
     want = {"part-0": Expected()}
     admin.apply(builder("part-0", namespace, **want["part-0"].spec()))
     wait_converged(admin, namespace, want, [], timeout=120)
