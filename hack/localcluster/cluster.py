@@ -12,13 +12,12 @@ config/. All servers listen on free 127.0.0.1 ports, so several clusters can run
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import config
@@ -29,7 +28,7 @@ from .kubectl import Kubectl
 from .manifests import NODES, STORAGE_CLASSES, NodeSpec
 from .objects import ClusterObjects
 from .pki import CertificateAuthority, write_cluster_pki
-from .processes import State, free_ports
+from .processes import State, directory_lock, free_ports
 
 
 class LocalCluster(ClusterObjects, Faults):
@@ -134,15 +133,8 @@ class LocalCluster(ClusterObjects, Faults):
 
     # Lifecycle -------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return directory_lock(self.dir)
 
     def running_components(self) -> dict[str, bool]:
         state = self._read_state()

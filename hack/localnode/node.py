@@ -4,13 +4,12 @@ lifecycle. ``LocalNode(dir, cluster).start()``, ``.netns``, ``.exec_prefix``, ``
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import node_images
@@ -19,6 +18,7 @@ from localcluster.api import ClusterError, ComponentExited, wait_for
 from localcluster.binaries import split_paths
 from localcluster.cluster import LocalCluster
 from localcluster.manifests import node_is_ready
+from localcluster.processes import directory_lock
 
 from .binaries import find_node_binaries, node_tool_paths
 from .config import NODE_IP, NODE_NAME, write_node_config, write_node_pki
@@ -62,15 +62,8 @@ class LocalNode(NodeObjects, NodeProcesses):
         """Run a command in the node's network namespace (where Service IPs answer)."""
         return ["nsenter", f"--net=/run/netns/{self.netns}", "--"]
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return directory_lock(self.dir)
 
     def is_running(self) -> bool:
         """Running, joined to this node's cluster as it runs now, and Ready."""
