@@ -87,6 +87,7 @@ def local_cluster(
         local.start()
         try:
             yield local
+            local.wait_namespaces_deleted()
         finally:
             local.stop()
 

@@ -55,6 +55,7 @@ class LocalCluster(ClusterObjects, Faults):
         self._bin_paths = split_paths(bin_paths)
         self.die_with_parent = die_with_parent
         self.storage_classes = dict(storage_classes or STORAGE_CLASSES)
+        self._deleting = {}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._state: State | None = None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +32,7 @@ class ClusterObjects:
     dir: Path
     nodes: tuple[NodeSpec, ...]
     storage_classes: dict[str, int]
+    _deleting: dict[str, float]  # namespaces left deleting → when they must be gone (monotonic)
 
     if TYPE_CHECKING:  # provided by LocalCluster
 
@@ -76,9 +78,21 @@ class ClusterObjects:
         return len(missing)
 
     @contextlib.contextmanager
-    def temporary_namespace(self, name: str, delete_timeout: float = 120) -> Iterator[str]:
+    def temporary_namespace(
+        self, name: str, delete_timeout: float = 120, *, wait: bool = False
+    ) -> Iterator[str]:
         """A fresh namespace whose default ServiceAccount exists (pods need it), deleted
-        afterwards, waiting until it is gone; then its volumes are recycled for the next."""
+        afterwards.
+
+        Deleting a namespace takes the namespace controller at least five seconds (it waits
+        that long after the event before it looks), longer with pods in their grace period;
+        waiting for that after every test cost the integration tier a third of its time.
+        So a namespace is left deleting while the next test runs, once its claims are gone
+        and their volumes recycled for the next test: it must still be gone by its deadline,
+        checked at each later namespace's end and by ``wait_namespaces_deleted()`` (the
+        session's end), whose error names it and what it still holds. With ``wait`` (pods
+        on a real node hold its resources until they have stopped) it is waited for.
+        """
         api = self.api
         api.create(
             "/api/v1/namespaces",
@@ -92,14 +106,62 @@ class ClusterObjects:
         )
         yield name
         api.delete(f"/api/v1/namespaces/{name}")
+        if wait:
+            self._wait_deleted(name, delete_timeout)
+            self.recycle_volumes()
+            return
+        # kwok's pods run nothing, so they need no grace period (left to theirs, the
+        # namespace controller waits half of it before it looks again), and the claims
+        # can go at once rather than when the controller comes to them: the next test
+        # finds the pool's volumes Available. Once the namespace is terminating, nothing
+        # can make new ones.
+        api.delete(f"/api/v1/namespaces/{name}/pods?gracePeriodSeconds=0")
+        if api.get(f"/api/v1/namespaces/{name}/persistentvolumeclaims")["items"]:
+            api.delete(f"/api/v1/namespaces/{name}/persistentvolumeclaims")
+            wait_for(
+                lambda: not api.get(f"/api/v1/namespaces/{name}/persistentvolumeclaims")["items"],
+                f"the claims of namespace {name} to be deleted",
+                timeout=delete_timeout,
+                interval=0.2,
+                on_timeout=lambda: self._namespace_leftovers(name),
+            )
+        if self._volumes_claimed_from(name):
+            self.recycle_volumes()
+        self._deleting[name] = time.monotonic() + delete_timeout
+        self._check_deleting()
+
+    def _volumes_claimed_from(self, namespace: str) -> bool:
+        pvs = self.api.get(f"/api/v1/persistentvolumes?labelSelector={VOLUME_LABEL}")["items"]
+        return any(
+            (pv.get("spec", {}).get("claimRef") or {}).get("namespace") == namespace for pv in pvs
+        )
+
+    def _wait_deleted(self, name: str, timeout: float) -> None:
         wait_for(
-            lambda: not api.exists(f"/api/v1/namespaces/{name}"),
+            lambda: not self.api.exists(f"/api/v1/namespaces/{name}"),
             f"namespace {name} to be deleted",
-            timeout=delete_timeout,
+            timeout=timeout,
             interval=0.5,
             on_timeout=lambda: self._namespace_leftovers(name),
         )
-        self.recycle_volumes()
+
+    def _check_deleting(self) -> None:
+        """Forget the namespaces left deleting that are gone; fail for one past its deadline."""
+        now = time.monotonic()
+        for name, deadline in list(self._deleting.items()):
+            if not self.api.exists(f"/api/v1/namespaces/{name}"):
+                del self._deleting[name]
+            elif now > deadline:
+                del self._deleting[name]
+                raise AssertionError(
+                    f"namespace {name} was not deleted in time: {self._namespace_leftovers(name)}"
+                )
+
+    def wait_namespaces_deleted(self) -> None:
+        """Wait until every namespace left deleting is gone, each by its own deadline."""
+        for name, deadline in list(self._deleting.items()):
+            self._wait_deleted(name, max(deadline - time.monotonic(), 1.0))
+            del self._deleting[name]
 
     def _namespace_leftovers(self, name: str) -> str:
         try:

@@ -3,7 +3,8 @@
 - ``cluster``: a fresh LocalCluster for the session, in a temporary directory; or, when
   BKO_TEST_KUBECONFIG names the kubeconfig of a running hack/cluster.py cluster (such as
   .local-cluster/kubeconfig from ``make cluster``), that one, left running afterwards.
-- ``namespace``: a fresh namespace per test, deleted afterwards, its volumes recycled.
+- ``namespace``: a fresh namespace per test, deleted afterwards (waited for at the session's
+  end, or at once when it claimed volumes, which are then recycled).
 - ``kubectl``: runs the pinned kubectl against the cluster (``kubectl.json(...)`` parses -o json);
   ``kubectl_admin`` (module scope) and ``k`` (with the operator under test) are the same helper.
 - ``operator``: starts ``buildkit-operator run --all-namespaces`` as a subprocess; stopped at
@@ -49,6 +50,7 @@ def cluster(
             )
         existing.ensure_volumes()
         yield existing
+        existing.wait_namespaces_deleted()
         return
     with local_cluster("cluster") as local:
         yield local

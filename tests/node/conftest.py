@@ -194,7 +194,7 @@ def node_namespace(node: LocalNode, request: pytest.FixtureRequest) -> Iterator[
     assert node.cluster is not None
     name = f"node-{Path(str(request.node.fspath)).stem.removeprefix('test_')[:30]}-"
     name = name.replace("_", "-") + uuid.uuid4().hex[:6]
-    with node.cluster.temporary_namespace(name, delete_timeout=180):
+    with node.cluster.temporary_namespace(name, delete_timeout=180, wait=True):
         yield name
 
 
