@@ -9,6 +9,7 @@ Helm (hack/tools/helm).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -212,3 +213,22 @@ def messages(policy: dict[str, Any]) -> str:
     return "\n".join(
         v.get("message", "") + v.get("messageExpression", "") for v in policy["spec"]["validations"]
     )
+
+
+def test_every_variable_a_rule_reads_is_defined(template: Any) -> None:
+    """The API server refuses a policy naming an undefined variable, failing the install:
+    with every optional rule on, each rule reads only variables the policy defines."""
+    docs = template(
+        "--set", "policy.limits.maxReplicas=2",
+        "--set", "policy.limits.maxCacheSize=50Gi",
+        "--set", "policy.limits.allowedStorageClasses={fast-ssd}",
+        "--set", "policy.limits.allowedRegistries={registry.internal}",
+    )  # fmt: skip
+    for policy in of_kind(docs, "ValidatingAdmissionPolicy"):
+        spec = policy["spec"]
+        defined = [v["name"] for v in spec["variables"]]
+        texts = [v["expression"] for v in spec["variables"]] + [
+            r.get("expression", "") + r.get("messageExpression", "") for r in spec["validations"]
+        ]
+        read = {name for text in texts for name in re.findall(r"variables\.(\w+)", text)}
+        assert read <= set(defined), (policy["metadata"]["name"], read - set(defined))
