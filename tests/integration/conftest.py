@@ -25,6 +25,7 @@ import pytest
 from harness import OPERATOR_BIN, OPERATOR_USER, operator_cluster_role
 from helm_client import Helm, helm_binary
 from operator_process import OperatorProcess, operator_binary
+from policy_support import CHART, CRD
 
 from localcluster.cluster import LocalCluster
 from localcluster.kubectl import Kubectl
@@ -166,3 +167,43 @@ def k(
     op = operator_under_test
     if op.process is not None and not op.running:
         pytest.fail(f"the operator exited ({op.returncode}):\n{op.log()[-8000:]}")
+
+
+# --- the chart's admission policies --------------------------------------------------------
+
+
+@pytest.fixture
+def install(helm: Helm, kubectl: Kubectl, namespace: str) -> Iterator[Callable[..., str]]:
+    """``install(*helm_args) -> release``: the chart, released in the test's namespace and
+    uninstalled afterwards, so its cluster-scoped policies never outlive the test."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl.wait_established("builders.buildkit.dev")
+    releases: list[str] = []
+
+    def run(*args: str) -> str:
+        release = f"bko-{uuid.uuid4().hex[:6]}"
+        releases.append(release)
+        helm("install", release, str(CHART), "--namespace", namespace, *args)
+        return release
+
+    yield run
+    for release in releases:
+        helm.run("uninstall", release, "--namespace", namespace, "--wait", "--ignore-not-found")
+
+
+@pytest.fixture
+def new_namespace(kubectl: Kubectl) -> Iterator[Callable[..., str]]:
+    """``new_namespace(*labels) -> name``: more fresh namespaces, deleted afterwards."""
+    made: list[str] = []
+
+    def new(*labels: str) -> str:
+        name = f"policy-{uuid.uuid4().hex[:8]}"
+        kubectl("create", "namespace", name)
+        if labels:
+            kubectl("label", "namespace", name, *labels)
+        made.append(name)
+        return name
+
+    yield new
+    if made:
+        kubectl.run("delete", "namespace", *made, "--wait=true", "--timeout=120s", timeout=150)

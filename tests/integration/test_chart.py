@@ -175,5 +175,8 @@ def test_plain_manifests_pass_a_server_side_dry_run(kubectl: Any, namespace: str
             "validatingadmissionpolicy.admissionregistration.k8s.io/buildkit-operator-builders",
             "validatingadmissionpolicybinding.admissionregistration.k8s.io/"
             "buildkit-operator-builders",
+            "validatingadmissionpolicy.admissionregistration.k8s.io/buildkit-operator-deployments",
+            "validatingadmissionpolicybinding.admissionregistration.k8s.io/"
+            "buildkit-operator-deployments",
         ]
     ), result.stdout

@@ -10,93 +10,30 @@ namespace they are accepted. The optional limits refuse what exceeds them, and w
 from __future__ import annotations
 
 import json
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from harness import builder
-from helm_client import Helm
+from policy_support import (
+    PRIVILEGED_LABEL,
+    TLS_DISABLED_LABEL,
+    apply,
+    eventually,
+    wait_enforced,
+)
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "buildkit-operator"
-CRD = REPO / "crds" / "builders.buildkit.dev.yaml"
-PRIVILEGED_LABEL = "buildkit.dev/allow-privileged"
-TLS_DISABLED_LABEL = "buildkit.dev/allow-tls-disabled"
-# The API server learns of a new or deleted policy through an informer, within seconds.
-POLICY_PROPAGATION = 60
-
-
-def apply(kubectl: Any, obj: dict[str, Any], *, dry_run: bool = False) -> tuple[bool, str]:
-    """(accepted, kubectl's stderr) for ``kubectl apply`` of one object."""
-    args = ["apply", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
-    result = kubectl.run(*args, input=json.dumps(obj))
-    return result.returncode == 0, result.stderr
-
-
-def eventually(what: str, check: Callable[[], bool], timeout: float = POLICY_PROPAGATION) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
-
-
-@pytest.fixture
-def install(helm: Helm, kubectl: Any, namespace: str) -> Iterator[Callable[..., str]]:
-    """``install(*helm_args) -> release``: the chart, released in the test's namespace and
-    uninstalled afterwards, so its cluster-scoped policy never outlives the test."""
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl.wait_established("builders.buildkit.dev")
-    releases: list[str] = []
-
-    def run(*args: str) -> str:
-        release = f"bko-{uuid.uuid4().hex[:6]}"
-        releases.append(release)
-        helm("install", release, str(CHART), "--namespace", namespace, *args)
-        return release
-
-    yield run
-    for release in releases:
-        helm.run("uninstall", release, "--namespace", namespace, "--wait", "--ignore-not-found")
-
-
-@pytest.fixture
-def new_namespace(kubectl: Any) -> Iterator[Callable[..., str]]:
-    """``new_namespace(*labels) -> name``: more fresh namespaces, deleted afterwards."""
-    made: list[str] = []
-
-    def new(*labels: str) -> str:
-        name = f"policy-{uuid.uuid4().hex[:8]}"
-        kubectl("create", "namespace", name)
-        if labels:
-            kubectl("label", "namespace", name, *labels)
-        made.append(name)
-        return name
-
-    yield new
-    if made:
-        kubectl.run("delete", "namespace", *made, "--wait=true", "--timeout=120s", timeout=150)
-
-
-def wait_enforced(kubectl: Any, namespace: str) -> None:
-    """Until the API server refuses a rootful Builder in ``namespace`` (the policy is live)."""
-    eventually(
-        "the policy to be enforced",
-        lambda: not apply(kubectl, builder("probe", namespace, rootless=False), dry_run=True)[0],
-    )
-
 
 def policy_of(kubectl: Any, release: str) -> dict[str, Any]:
+    """The release's policy on Builders (the other one judges the operator's Deployments)."""
     items = kubectl.json(
         "get", "validatingadmissionpolicies", "-l", f"app.kubernetes.io/instance={release}"
     )["items"]
-    assert len(items) == 1, [i["metadata"]["name"] for i in items]
-    return dict(items[0])
+    builders = [i for i in items if i["metadata"]["name"].endswith("-builders")]
+    assert len(builders) == 1, [i["metadata"]["name"] for i in items]
+    return dict(builders[0])
 
 
 # --- privileged and plain-TCP Builders ----------------------------------------------------

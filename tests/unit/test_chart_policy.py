@@ -9,6 +9,7 @@ Helm (hack/tools/helm).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -53,10 +54,15 @@ def operator_args(docs: list[dict[str, Any]]) -> list[str]:
     return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
+def named(docs: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
+    (doc,) = [d for d in of_kind(docs, kind) if d["metadata"]["name"].endswith(suffix)]
+    return doc
+
+
 def test_policy_is_on_by_default_and_denies(template: Any) -> None:
     docs = template()
-    (policy,) = of_kind(docs, "ValidatingAdmissionPolicy")
-    (binding,) = of_kind(docs, "ValidatingAdmissionPolicyBinding")
+    policy = named(docs, "ValidatingAdmissionPolicy", "-builders")
+    binding = named(docs, "ValidatingAdmissionPolicyBinding", "-builders")
     assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
@@ -81,22 +87,24 @@ def test_policy_off_is_one_value(template: Any) -> None:
 def test_policy_follows_the_watched_namespaces(template: Any) -> None:
     """A release that runs the Builders of some namespaces judges those, so two releases
     with their own namespaces do not impose their rules on each other."""
-    (binding,) = of_kind(
+    bindings = of_kind(
         template("--set", "watchNamespaces={ci,team-a}"), "ValidatingAdmissionPolicyBinding"
     )
-    assert binding["spec"]["matchResources"]["namespaceSelector"] == {
-        "matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["ci", "team-a"]}
-        ]
-    }
+    assert len(bindings) == 2
+    for binding in bindings:
+        assert binding["spec"]["matchResources"]["namespaceSelector"] == {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["ci", "team-a"]}
+            ]
+        }
 
 
 def test_validation_actions_can_warn_first(template: Any) -> None:
-    (binding,) = of_kind(
+    bindings = of_kind(
         template("--set", "policy.validationActions={Warn,Audit}"),
         "ValidatingAdmissionPolicyBinding",
     )
-    assert binding["spec"]["validationActions"] == ["Warn", "Audit"]
+    assert [b["spec"]["validationActions"] for b in bindings] == [["Warn", "Audit"]] * 2
 
 
 def test_bad_policy_values_are_refused(template: Any) -> None:
@@ -107,6 +115,13 @@ def test_bad_policy_values_are_refused(template: Any) -> None:
         "policy.limits.maxCacheSize=lots",
         "policy.limits.allowedRegistries={registry.internal/path}",
         "policy.limit.maxReplicas=1",
+        "policy.userns.namespaces={Not_A_Namespace}",
+        "policy.tolerations.forbiddenKeys={not a key}",
+        "policy.nodeSelection.forbiddenLabels={/x}",
+        "policy.serviceAccountNames={Deployer}",
+        "policy.priorityClassNames={a b}",
+        "policy.podLabels.forbiddenKeys={a b/*}",
+        "policy.operatorDeployments.enabled=yes",
     ):
         with pytest.raises(AssertionError):
             template("--set", bad)
@@ -136,3 +151,84 @@ def test_builder_defaults_reach_the_operator(template: Any) -> None:
     assert defaults.resources is not None
     assert defaults.resources.model_dump(exclude_defaults=True) == {"requests": {"cpu": "1"}}
     assert defaults.registry_mirrors == {"docker.io": ("m1.internal:5000", "m2.internal")}
+
+
+def test_deployment_policy_judges_the_operators_own_user(template: Any) -> None:
+    """The second policy matches the Deployments the operator's ServiceAccount writes (or
+    the user named in the values), and its namespace opt-ins are the Builder policy's."""
+    docs = template()
+    policy = named(docs, "ValidatingAdmissionPolicy", "-deployments")
+    binding = named(docs, "ValidatingAdmissionPolicyBinding", "-deployments")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"]) == (["apps"], ["deployments"])
+    conditions = {c["name"]: c["expression"] for c in policy["spec"]["matchConditions"]}
+    assert "'system:serviceaccount:ops:bko-buildkit-operator'" in conditions[
+        "written-by-the-operator"
+    ].replace('"', "'")
+
+    (other,) = [
+        p
+        for p in of_kind(
+            template("--set", "policy.operatorDeployments.username=ci-operator"),
+            "ValidatingAdmissionPolicy",
+        )
+        if p["metadata"]["name"].endswith("-deployments")
+    ]
+    assert "ci-operator" in yaml.safe_dump(other["spec"]["matchConditions"])
+    assert not [
+        d
+        for d in template("--set", "policy.operatorDeployments.enabled=false")
+        if d["kind"] in POLICY_KINDS and d["metadata"]["name"].endswith("-deployments")
+    ]
+
+
+def test_placement_rules_follow_the_values(template: Any) -> None:
+    """Secure defaults: tolerate-all and the control plane's taints and labels refused, no
+    priority class or ServiceAccount allowed; the values lift each."""
+    default = messages(named(template(), "ValidatingAdmissionPolicy", "-builders"))
+    for words in ("spec.tolerations:", "spec.nodeSelector:", "spec.podLabels:"):
+        assert words in default
+    lifted_policy = named(
+            template(
+                "--set", "policy.tolerations.allowTolerateAll=true",
+                "--set", "policy.tolerations.forbiddenKeys=null",
+                "--set", "policy.nodeSelection.forbiddenLabels=null",
+                "--set", "policy.podLabels.forbiddenKeys=null",
+                "--set", "policy.serviceAccountNames={deployer}",
+            ),
+            "ValidatingAdmissionPolicy",
+            "-builders",
+    )  # fmt: skip
+    lifted = messages(lifted_policy)
+    for words in ("spec.tolerations:", "spec.nodeSelector:", "spec.podLabels:"):
+        assert words not in lifted
+    assert '["deployer"]' in yaml.safe_dump(lifted_policy)
+
+
+def messages(policy: dict[str, Any]) -> str:
+    """What the policy's rules can say when they refuse."""
+    return "\n".join(
+        v.get("message", "") + v.get("messageExpression", "") for v in policy["spec"]["validations"]
+    )
+
+
+def test_every_variable_a_rule_reads_is_defined(template: Any) -> None:
+    """The API server refuses a policy naming an undefined variable, failing the install:
+    with every optional rule on, each rule reads only variables the policy defines."""
+    docs = template(
+        "--set", "policy.limits.maxReplicas=2",
+        "--set", "policy.limits.maxCacheSize=50Gi",
+        "--set", "policy.limits.allowedStorageClasses={fast-ssd}",
+        "--set", "policy.limits.allowedRegistries={registry.internal}",
+    )  # fmt: skip
+    for policy in of_kind(docs, "ValidatingAdmissionPolicy"):
+        spec = policy["spec"]
+        defined = [v["name"] for v in spec["variables"]]
+        texts = [v["expression"] for v in spec["variables"]] + [
+            r.get("expression", "") + r.get("messageExpression", "") for r in spec["validations"]
+        ]
+        read = {name for text in texts for name in re.findall(r"variables\.(\w+)", text)}
+        assert read <= set(defined), (policy["metadata"]["name"], read - set(defined))

@@ -184,3 +184,47 @@ Name of the ValidatingAdmissionPolicy and its binding (cluster-scoped: one per r
 {{- define "buildkit-operator.policyName" -}}
 {{- printf "%s-builders" (include "buildkit-operator.fullname" .) }}
 {{- end }}
+
+{{/*
+Name of the second policy and its binding: the Deployments the operator writes.
+*/}}
+{{- define "buildkit-operator.deploymentPolicyName" -}}
+{{- printf "%s-deployments" (include "buildkit-operator.fullname" .) }}
+{{- end }}
+
+{{/*
+The operator's user name in its requests: its ServiceAccount's unless overridden.
+*/}}
+{{- define "buildkit-operator.operatorUsername" -}}
+{{- .Values.policy.operatorDeployments.username | default (printf "system:serviceaccount:%s:%s" .Release.Namespace (include "buildkit-operator.serviceAccountName" .)) }}
+{{- end }}
+
+{{/*
+CEL: whether the request's namespace opted in, given an opt-in value ({namespaces,
+namespaceLabel}): listed by name, or labelled <namespaceLabel>=true. Needs the policy
+variable `labels` (the namespace's labels).
+*/}}
+{{- define "buildkit-operator.optedIn" -}}
+request.namespace in {{ .namespaces | default list | toJson }} ||
+({{ .namespaceLabel | toJson }} in variables.labels &&
+variables.labels[{{ .namespaceLabel | toJson }}] == 'true')
+{{- end }}
+
+{{/*
+A regular expression matching any of a list of label-key globs (`*`: any characters).
+*/}}
+{{- define "buildkit-operator.globs" -}}
+{{- $res := list }}
+{{- range . }}
+{{- $res = append $res (regexQuoteMeta . | replace "\\*" ".*") }}
+{{- end }}
+{{- printf "^(?:%s)$" (join "|" $res) }}
+{{- end }}
+
+{{/*
+CEL, over a node selector requirement `e`: whether it selects nodes by one of a list of
+labels (In, Exists, Gt, Lt; NotIn and DoesNotExist keep pods away, so they may name any).
+*/}}
+{{- define "buildkit-operator.selectsBy" -}}
+has(e.key) && e.key in {{ toJson . }} && !(has(e.operator) && e.operator in ['NotIn', 'DoesNotExist'])
+{{- end }}
