@@ -249,6 +249,7 @@ escaped_key = st.sampled_from(
 )
 
 
+@pytest.mark.hypothesis  # `make fuzz` selects it: the fuzzer is inside (it needs the install)
 def test_entitlements_are_refused_in_any_spelling(
     install: Callable[..., str], kubectl: Any, namespace: str
 ) -> None:
