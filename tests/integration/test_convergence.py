@@ -99,7 +99,7 @@ raw_config = st.sampled_from(
     [
         None,
         "debug = true\n",
-        '[grpc]\n  debugAddress = "0.0.0.0:6060"\n',
+        "[history]\n  maxEntries = 5\n",
         "[worker.oci]\n  gc = true\n",
         '[registry."example.com"]\n  http = true\n',
     ]

@@ -17,7 +17,16 @@ from ..api import Builder, InvalidBuilder, duration_seconds
 from ..api.daemons import Activity
 from ..api.daemons import daemons as daemon_slots
 from ..api.defaults import Defaults
-from ..api.names import ANNOTATION_TLS_HASH, ANNOTATION_WAKE, PORT, ChildNames, label_value
+from ..api.identity import GROUP as API_GROUP
+from ..api.names import (
+    ANNOTATION_TLS_HASH,
+    ANNOTATION_WAKE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    PORT,
+    ChildNames,
+    label_value,
+)
 from ..buildkit.activity import describe, gather, targets
 from ..cluster import Kube, secret_data
 from ..pki import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
@@ -118,12 +127,38 @@ def tls_material(
         secret = kube.get("Secret", builder.namespace, tls.secret_name)
         if secret is None:
             return None, None, f"Secret {tls.secret_name} (tls.secretName) does not exist"
+        managed = operator_managed(secret)
+        if managed:
+            # The operator reads it with its own rights: mounting it would hand another
+            # Builder's keys (or this one's CA) to a daemon whose image the author chose.
+            return (
+                None,
+                None,
+                (
+                    f"Secret {tls.secret_name} is managed by buildkit-operator ({managed}); "
+                    "tls.secretName must name a Secret of your own"
+                ),
+            )
         data = secret_data(secret)
         problems = validate_user_secret(data, now=now)
         if problems:
             return None, None, f"Secret {tls.secret_name}: " + "; ".join(problems)
         return None, tls_hash(data), None
     return None, None, None
+
+
+def operator_managed(obj: Mapping[str, Any]) -> str | None:
+    """Why an object is the operator's (a Builder's owner reference or the operator's
+    label), or None when it is not."""
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "Builder" and str(ref.get("apiVersion", "")).startswith(
+            f"{API_GROUP}/"
+        ):
+            return f"owned by Builder {ref.get('name')}"
+    if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
+        return f"labelled {LABEL_MANAGED_BY}={MANAGED_BY}"
+    return None
 
 
 def last_applied(obj: Mapping[str, Any], defaults: Defaults) -> Builder | None:

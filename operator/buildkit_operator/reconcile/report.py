@@ -11,7 +11,6 @@ from typing import Any
 from ..api import Builder
 from ..cluster import Kube
 from ..pki import TLSBundle
-from ..render.config import unknown_keys
 from .status import invalid_status
 from .types import Action, Outcome
 
@@ -76,10 +75,6 @@ def record_actions(
             f"issued {', '.join(sorted(bundle.issued))} certificate(s): "
             + ("; ".join(bundle.reasons) or "none existed")
         )
-    unknown = unknown_keys(builder.spec.buildkitd.config)
-    if unknown and any(a.kind == "ConfigMap" for a in done):
-        parts.append("buildkitd ignores these keys of spec.buildkitd.config: " + ", ".join(unknown))
-        kube.event(obj, "Warning", "UnknownConfigKeys", parts[-1])
     kube.event(obj, "Normal", _VERB_REASONS[first], "; ".join(parts))
 
 
