@@ -163,9 +163,9 @@ def _observe(
         builder = defaults.apply(Builder.from_manifest(obj))
         applied_spec: Mapping[str, Any] | None = obj.get("spec") or {}
     except InvalidBuilder as err:
-        last = last_applied(obj, defaults)
+        last, refused = last_applied(obj, defaults)
         if last is None:
-            return err.problems, None
+            return err.problems + ([refused] if refused else []), None
         invalid, builder = err.problems, last
         applied_spec = previous.get("appliedSpec")
 
@@ -175,9 +175,9 @@ def _observe(
         # The user's Secret is missing or unusable: nothing is made or rolled onto it.
         # What runs keeps running as last applied, with the certificate it has.
         invalid.append(f"spec.tls.secretName: {tls_problem}")
-        last = last_applied(obj, defaults)
+        last, refused = last_applied(obj, defaults)
         if last is None:
-            return invalid, USER_SECRET_CHECK
+            return invalid + ([refused] if refused else []), USER_SECRET_CHECK
         if last.spec != builder.spec:
             builder, applied_spec = last, previous.get("appliedSpec")
             bundle, external_hash, tls_problem = tls_material(kube, builder, live, now)

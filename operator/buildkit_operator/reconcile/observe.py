@@ -33,6 +33,7 @@ from ..pki import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
 from ..render import server_sans
 from ..render.secrets import tls_hash
 from . import idle
+from .applied import more_privileged
 from .idle import format_time, parse_time
 from .plan import ownership
 from .types import WORKLOAD_KIND
@@ -161,16 +162,24 @@ def operator_managed(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def last_applied(obj: Mapping[str, Any], defaults: Defaults) -> Builder | None:
+def last_applied(obj: Mapping[str, Any], defaults: Defaults) -> tuple[Builder | None, str | None]:
     """The Builder as last applied (``status.appliedSpec``), to keep what runs repaired
-    and renewed while the current spec is invalid."""
+    and renewed while the current spec is invalid; or None, with why when it asks for more
+    than the current spec (``applied.more_privileged``)."""
     spec = (obj.get("status") or {}).get("appliedSpec")
     if not isinstance(spec, Mapping):
-        return None
+        return None, None
+    raised = more_privileged(spec, obj.get("spec") or {})
+    if raised:
+        return None, (
+            "status.appliedSpec: not used, it asks for more than the spec ("
+            + ", ".join(raised)
+            + "); what runs is left as it is"
+        )
     try:
-        return defaults.apply(Builder.from_manifest({**obj, "spec": spec}))
+        return defaults.apply(Builder.from_manifest({**obj, "spec": spec})), None
     except InvalidBuilder:
-        return None
+        return None, None
 
 
 def running_tls_hash(
