@@ -1,7 +1,9 @@
 """What a Builder author cannot obtain through the operator, read back from the API server:
 a raw buildkitd.config key that reaches the listeners, paths or sandbox the operator owns
 (the Builder is Invalid naming the key, the live ConfigMap never carries it), and another
-Builder's keys or a client certificate as tls.secretName (reported, never mounted)."""
+Builder's keys or a client certificate as tls.secretName (reported, never mounted), and a
+status write of the spec last applied (never read: the operator keeps it on the Builder's
+ConfigMap)."""
 
 from __future__ import annotations
 
@@ -238,13 +240,36 @@ def test_a_client_certificate_of_the_authors_own_is_refused(k: Kubectl, namespac
 EVIL = "evil.example/buildkit:latest"
 
 
+APPLIED_SPEC = "buildkit.dev/applied-spec"
+
+
+def _status_write(k: Kubectl, ns: str, name: str, status: dict[str, Any]) -> None:
+    k(
+        "patch", "builder", name, "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def _stored_spec(k: Kubectl, ns: str, name: str) -> dict[str, Any] | None:
+    annotations = get(k, "configmap", f"{name}-config", ns)["metadata"].get("annotations") or {}
+    text = annotations.get(APPLIED_SPEC)
+    return json.loads(text) if text is not None else None
+
+
+def _daemons(k: Kubectl, ns: str, name: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in deployments(k, ns, name)}
+
+
 def test_a_status_write_does_not_decide_what_runs(k: Kubectl, namespace: str) -> None:
-    """A status writer puts a privileged spec with an image of their own in
-    status.appliedSpec, then the spec is edited so that it cannot be used (a tls Secret that
-    does not exist): no Deployment runs privileged or that image (read from the API server),
-    and the status says the stored spec was not used."""
+    """A status writer puts a spec of their own in status.appliedSpec, then the spec is
+    edited so that it cannot be used (a tls Secret that does not exist): what runs stays
+    what the operator last applied (read from the API server). First the privileged spec
+    with an image of the writer's; then one that asks for no privilege at all, only three
+    daemons: a status write decides nothing, privileged or not."""
     k.apply(builder("target", namespace, cache=EPHEMERAL))
     wait_phase(k, "target", namespace, "Ready")
+    applied = get(k, "builder", "target", namespace)["spec"]
+    assert _stored_spec(k, namespace, "target") == applied
     # The spec first (reported, what runs kept as last applied), then the status write.
     patch_spec(k, "target", namespace, {"tls": {"mode": "secret", "secretName": "missing"}})
     wait_until(
@@ -252,22 +277,96 @@ def test_a_status_write_does_not_decide_what_runs(k: Kubectl, namespace: str) ->
         lambda: "Secret missing" in status_message(k, namespace, "target"),
         90,
     )
-    forged = {"securityProfile": "privileged", "image": EVIL, "cache": EPHEMERAL}
-    k(
-        "patch", "builder", "target", "-n", namespace, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"appliedSpec": forged}}),
-    )  # fmt: skip
-    # A status write alone starts no pass; the next spec edit does.
-    patch_spec(k, "target", namespace, {"tls": {"mode": "secret", "secretName": "missing-2"}})
+    forgeries = [
+        {"securityProfile": "privileged", "image": EVIL, "cache": EPHEMERAL},
+        {"replicas": 3, "cache": EPHEMERAL},
+    ]
+    for n, forged in enumerate(forgeries, start=2):
+        _status_write(k, namespace, "target", {"appliedSpec": forged})
+        # A status write alone starts no pass; the next spec edit does.
+        secret = f"missing-{n}"
+        patch_spec(k, "target", namespace, {"tls": {"mode": "secret", "secretName": secret}})
+        wait_until(
+            f"Secret {secret} reported",
+            lambda secret=secret: f"Secret {secret}" in status_message(k, namespace, "target"),
+            90,
+        )
+        daemons = _daemons(k, namespace, "target")
+        assert set(daemons) == {"target-0"}, (forged, sorted(daemons))
+        for dep in daemons.values():
+            assert dep["spec"]["replicas"] == 1
+            for container in dep["spec"]["template"]["spec"]["containers"]:
+                assert container["image"] != EVIL, dep["metadata"]["name"]
+                assert not (container.get("securityContext") or {}).get("privileged"), container
+        assert _stored_spec(k, namespace, "target") == applied
+
+
+def test_the_spec_last_applied_is_kept_where_only_the_operator_writes(
+    k: Kubectl, namespace: str
+) -> None:
+    """The spec last applied lives on the Builder's own ConfigMap, written by the operator's
+    apply: no status write reaches it, and a hand edit of it is put back."""
+    k.apply(builder("keeper", namespace, cache=EPHEMERAL))
+    wait_phase(k, "keeper", namespace, "Ready")
+    applied = get(k, "builder", "keeper", namespace)["spec"]
+    config = k.json("get", "configmap", "keeper-config", "-n", namespace, "--show-managed-fields")
+    owners = [
+        entry["manager"]
+        for entry in config["metadata"]["managedFields"]
+        if f"f:{APPLIED_SPEC}" in json.dumps(entry.get("fieldsV1") or {})
+    ]
+    assert owners == ["buildkit-operator"], owners
+    owner = config["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("Builder", "keeper", True)
+    # A status write changes nothing of the stored spec.
+    _status_write(k, namespace, "keeper", {"appliedSpec": {"replicas": 3}})
+    patch_spec(k, "keeper", namespace, {"drain": {"maxWaitSeconds": 60}})
+    applied = get(k, "builder", "keeper", namespace)["spec"]
+    wait_until("the spec edit stored", lambda: _stored_spec(k, namespace, "keeper") == applied, 30)
+    # A hand edit of the stored spec is put back.
+    k("annotate", "configmap", "keeper-config", "-n", namespace, "--overwrite",
+      f"{APPLIED_SPEC}={json.dumps({'replicas': 3})}")  # fmt: skip
     wait_until(
-        "the forged spec reported",
-        lambda: "status.appliedSpec: not used" in status_message(k, namespace, "target"),
+        "the hand edit put back", lambda: _stored_spec(k, namespace, "keeper") == applied, 30
+    )
+
+
+def test_a_builder_of_the_previous_release_is_left_running_untouched(
+    k: Kubectl, namespace: str
+) -> None:
+    """A Builder applied by the previous release keeps its last applied spec only in
+    status.appliedSpec. While its spec is unusable nothing stands in for it: its daemon is
+    neither torn down nor changed, and the status says why; once the spec is usable again
+    the operator applies it and stores it."""
+    k.apply(builder("legacy", namespace, cache=EPHEMERAL))
+    wait_phase(k, "legacy", namespace, "Ready")
+    patch_spec(k, "legacy", namespace, {"tls": {"mode": "secret", "secretName": "missing"}})
+    wait_until(
+        "the missing Secret reported",
+        lambda: "Secret missing" in status_message(k, namespace, "legacy"),
         90,
     )
-    message = status_message(k, namespace, "target")
-    assert "spec.securityProfile" in message and "spec.image" in message, message
-    assert "Secret missing-2" in message, message
-    for dep in deployments(k, namespace, "target"):
-        for container in dep["spec"]["template"]["spec"]["containers"]:
-            assert container["image"] != EVIL, dep["metadata"]["name"]
-            assert not (container.get("securityContext") or {}).get("privileged"), container
+    # What the previous release left: no stored spec, a status claiming one (three daemons).
+    k("annotate", "configmap", "legacy-config", "-n", namespace, f"{APPLIED_SPEC}-")
+    _status_write(k, namespace, "legacy", {"appliedSpec": {"replicas": 3, "cache": EPHEMERAL}})
+    before = _daemons(k, namespace, "legacy")
+    patch_spec(k, "legacy", namespace, {"tls": {"mode": "secret", "secretName": "missing-2"}})
+    wait_until(
+        "nothing stored reported",
+        lambda: "status.appliedSpec is never used" in status_message(k, namespace, "legacy"),
+        90,
+    )
+    assert "Secret missing-2" in status_message(k, namespace, "legacy")
+    after = _daemons(k, namespace, "legacy")
+    assert set(after) == set(before) == {"legacy-0"}
+    assert (
+        after["legacy-0"]["metadata"]["generation"] == before["legacy-0"]["metadata"]["generation"]
+    )
+    assert after["legacy-0"]["spec"]["replicas"] == 1
+    assert _stored_spec(k, namespace, "legacy") is None
+    # A usable spec again: applied, and stored where only the operator writes.
+    patch_spec(k, "legacy", namespace, {"tls": {"mode": "auto", "secretName": None}})
+    wait_phase(k, "legacy", namespace, "Ready")
+    applied = get(k, "builder", "legacy", namespace)["spec"]
+    wait_until("the spec stored", lambda: _stored_spec(k, namespace, "legacy") == applied, 30)
+    assert set(_daemons(k, namespace, "legacy")) == {"legacy-0"}

@@ -58,7 +58,7 @@ class _Observed:
     the spec cannot be used), what is wrong with the spec, and the TLS material."""
 
     builder: Builder
-    applied_spec: Mapping[str, Any] | None
+    applied_spec: Mapping[str, Any]
     invalid: list[str]
     live: dict[tuple[str, str], dict[str, Any]]
     bundle: TLSBundle | None
@@ -105,7 +105,11 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
     # Decide.
     sleeping, idle_check = asleep(kube, builder, obj, live, now)
     desired = render_builder(
-        builder, seen.bundle, external_tls_hash=seen.external_hash, asleep=sleeping
+        builder,
+        seen.bundle,
+        external_tls_hash=seen.external_hash,
+        asleep=sleeping,
+        applied_spec=seen.applied_spec,
     )
     kube.get_missing(namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live)
     since = held_since(previous)
@@ -156,30 +160,28 @@ def _observe(
     """The Builder to render and its TLS material; or, when nothing can be rendered (an
     invalid spec with no applied spec to fall back on), the problems and when to look
     again (a user's Secret may appear any time; a spec changes only with an event)."""
-    previous = obj.get("status") or {}
-    name = obj["metadata"]["name"]
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    live = kube.list_children(namespace, name)
     invalid: list[str] = []
     try:
         builder = defaults.apply(Builder.from_manifest(obj))
-        applied_spec: Mapping[str, Any] | None = obj.get("spec") or {}
+        applied_spec: Mapping[str, Any] = obj.get("spec") or {}
     except InvalidBuilder as err:
-        last, refused = last_applied(obj, defaults)
-        if last is None:
-            return err.problems + ([refused] if refused else []), None
-        invalid, builder = err.problems, last
-        applied_spec = previous.get("appliedSpec")
+        last = last_applied(obj, live, defaults)
+        if last.builder is None or last.spec is None:
+            return err.problems + ([last.refused] if last.refused else []), None
+        invalid, builder, applied_spec = err.problems, last.builder, last.spec
 
-    live = kube.list_children(builder.namespace, name)
     bundle, external_hash, tls_problem = tls_material(kube, builder, live, now)
     if tls_problem:
         # The user's Secret is missing or unusable: nothing is made or rolled onto it.
         # What runs keeps running as last applied, with the certificate it has.
         invalid.append(f"spec.tls.secretName: {tls_problem}")
-        last, refused = last_applied(obj, defaults)
-        if last is None:
-            return invalid + ([refused] if refused else []), USER_SECRET_CHECK
-        if last.spec != builder.spec:
-            builder, applied_spec = last, previous.get("appliedSpec")
+        last = last_applied(obj, live, defaults)
+        if last.builder is None or last.spec is None:
+            return invalid + ([last.refused] if last.refused else []), USER_SECRET_CHECK
+        if last.builder.spec != builder.spec:
+            builder, applied_spec = last.builder, last.spec
             bundle, external_hash, tls_problem = tls_material(kube, builder, live, now)
         if tls_problem:
             external_hash = running_tls_hash(live, builder)

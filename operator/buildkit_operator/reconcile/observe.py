@@ -5,8 +5,10 @@ applied; and what the daemons are doing, asked of the daemons themselves
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +21,7 @@ from ..api.daemons import daemons as daemon_slots
 from ..api.defaults import Defaults
 from ..api.identity import GROUP as API_GROUP
 from ..api.names import (
+    ANNOTATION_APPLIED_SPEC,
     ANNOTATION_TLS_HASH,
     ANNOTATION_WAKE,
     LABEL_MANAGED_BY,
@@ -162,24 +165,77 @@ def operator_managed(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def last_applied(obj: Mapping[str, Any], defaults: Defaults) -> tuple[Builder | None, str | None]:
-    """The Builder as last applied (``status.appliedSpec``), to keep what runs repaired
-    and renewed while the current spec is invalid; or None, with why when it asks for more
-    than the current spec (``applied.more_privileged``)."""
-    spec = (obj.get("status") or {}).get("appliedSpec")
+@dataclass(frozen=True)
+class LastApplied:
+    """The spec last applied, as stored on the Builder's ConfigMap: the Builder it gives
+    (None when there is none it may use), the spec as written, and why it is not used."""
+
+    builder: Builder | None = None
+    spec: Mapping[str, Any] | None = None
+    refused: str | None = None
+
+
+def last_applied(
+    obj: Mapping[str, Any],
+    live: Mapping[tuple[str, str], Mapping[str, Any]],
+    defaults: Defaults,
+) -> LastApplied:
+    """The Builder as last applied, to keep what runs repaired and renewed while the
+    current spec cannot be used.
+
+    It is read from the annotation the operator's apply puts on the Builder's own ConfigMap
+    (``ANNOTATION_APPLIED_SPEC``), never from the status: ``status.appliedSpec`` is written
+    by whoever may write the status, judged by no policy. Even so it is used only where it
+    asks for nothing more than the current spec (``applied.more_privileged``): whoever may
+    edit ConfigMaps in the namespace could edit it too. A Builder last applied by a release
+    that kept it only in the status has none: nothing stands in for its spec, and what runs
+    is left as it is."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    where = ChildNames(name).config_map
+    config = live.get(("ConfigMap", where))
+    if config is None:
+        return LastApplied(refused=_nothing_stored(obj, f"ConfigMap {where} is not there"))
+    if ownership(config, builder=name, uid=meta.get("uid"), label=label_value(name)) != "ours":
+        return LastApplied(refused=_nothing_stored(obj, f"ConfigMap {where} is not the Builder's"))
+    text = ((config.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_APPLIED_SPEC)
+    if text is None:
+        return LastApplied(refused=_nothing_stored(obj, f"ConfigMap {where} keeps none"))
+    try:
+        spec = json.loads(text)
+    except (ValueError, RecursionError):
+        spec = None
     if not isinstance(spec, Mapping):
-        return None, None
+        return LastApplied(
+            refused=f"the spec last applied ({ANNOTATION_APPLIED_SPEC} on ConfigMap {where}) "
+            "does not parse; what runs is left as it is"
+        )
     raised = more_privileged(spec, obj.get("spec") or {})
     if raised:
-        return None, (
-            "status.appliedSpec: not used, it asks for more than the spec ("
+        return LastApplied(
+            refused=f"the spec last applied ({ANNOTATION_APPLIED_SPEC} on ConfigMap {where}): "
+            "not used, it asks for more than the spec ("
             + ", ".join(raised)
             + "); what runs is left as it is"
         )
     try:
-        return defaults.apply(Builder.from_manifest({**obj, "spec": spec})), None
-    except InvalidBuilder:
-        return None, None
+        return LastApplied(defaults.apply(Builder.from_manifest({**obj, "spec": spec})), spec)
+    except InvalidBuilder as err:
+        return LastApplied(
+            refused=f"the spec last applied ({ANNOTATION_APPLIED_SPEC} on ConfigMap {where}) "
+            f"is not valid ({err}); what runs is left as it is"
+        )
+
+
+def _nothing_stored(obj: Mapping[str, Any], why: str) -> str | None:
+    """Why nothing stands in for an unusable spec, said only where a person could expect
+    something to (the status claims a spec was applied: a Builder of an earlier release)."""
+    if not (obj.get("status") or {}).get("appliedSpec"):
+        return None
+    return (
+        f"no spec applied by the operator is stored ({why}; status.appliedSpec is never "
+        "used to decide what runs); what runs is left as it is"
+    )
 
 
 def running_tls_hash(
