@@ -244,9 +244,11 @@ APPLIED_SPEC = "buildkit.dev/applied-spec"
 
 
 def _status_write(k: Kubectl, ns: str, name: str, status: dict[str, Any]) -> None:
+    """Set each of ``status``'s keys whole (a merge patch would merge into the old value)."""
+    patch = [{"op": "add", "path": f"/status/{key}", "value": v} for key, v in status.items()]
     k(
-        "patch", "builder", name, "-n", ns, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": status}),
+        "patch", "builder", name, "-n", ns, "--subresource=status", "--type=json",
+        "-p", json.dumps(patch),
     )  # fmt: skip
 
 
