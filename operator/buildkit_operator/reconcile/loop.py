@@ -48,6 +48,7 @@ from .report import (
 from .requeue import USER_SECRET_CHECK, requeue_after
 from .status import compute_status, daemon_state, failed_status
 from .types import WORKLOAD_KIND, Outcome, Plan
+from .userns import describe, scale_to_zero, without_user_namespace
 
 __all__ = ["Outcome", "reconcile"]
 
@@ -134,8 +135,19 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
         the_plan = planned(daemon_activity(kube, builder, live, the_plan.disruptive))
 
     applied = apply_actions(kube, namespace, name, the_plan.actions)
+    # What the API server returned may lack what it was sent (userns): checked at once.
+    applied.extend(apply_actions(kube, namespace, name, scale_to_zero(desired, applied.after)))
     record_actions(kube, obj, builder, applied.done, seen.bundle)
-    status = _status(seen, the_plan, applied, previous, sleeping, now)
+    unsafe = without_user_namespace(desired, {**live, **applied.after})
+    status = _status(
+        seen,
+        the_plan,
+        applied,
+        previous,
+        sleeping,
+        now,
+        unsafe=describe(unsafe, kube.server_version()) if unsafe else [],
+    )
     written = write_status(kube, obj, status)
     record_phase_event(kube, obj, previous, status, written)
     return Outcome(
@@ -195,6 +207,8 @@ def _status(
     previous: Mapping[str, Any],
     sleeping: Mapping[str, str],
     now: datetime,
+    *,
+    unsafe: list[str],
 ) -> dict[str, Any]:
     """The status this pass found: daemons as the API server returned them after this
     pass's writes (a just-patched Deployment counts as rolling out)."""
@@ -215,6 +229,7 @@ def _status(
         now=now,
         errors=applied.errors,
         invalid=seen.invalid,
+        unsafe=unsafe,
         applied_spec=seen.applied_spec,
     )
     status.update(effective_status(builder))

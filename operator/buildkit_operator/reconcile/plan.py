@@ -52,6 +52,7 @@ from .drift import (
 )
 from .holds import hold_disruptions
 from .types import CLAIM_KIND, WORKLOAD_KIND, Action, Key, Plan
+from .userns import HOST_USERS, REPLICAS, has_replicas, host_users_dropped, scale_action, zeroed
 
 # Changing these in place is refused by the API server or would be wrong for a running
 # daemon (the security context decides which user owns the cache), so the object is
@@ -219,7 +220,16 @@ def plan(
             want, claim_kept = _claim_in_place(want, have)
             if claim_kept:
                 kept.append(_claim_notice(name, claim_kept))
+        dropped = kind == WORKLOAD_KIND and host_users_dropped(want, have)
+        if dropped:
+            # The API server does not keep hostUsers: false (see ``userns``): the daemon
+            # stays at zero, and rewriting the field it drops would only write for ever.
+            want = zeroed(want)
+            if has_replicas(have):
+                actions.append(scale_action(name))
         paths = object_differences(want, have, schema) + stale_fields(want, have, FIELD_MANAGER)
+        if dropped:
+            paths = [p for p in paths if p not in (HOST_USERS, REPLICAS)]
         if not paths:
             continue
         is_tls_secret = kind == "Secret" and _component(want) == "tls"

@@ -15,6 +15,7 @@ from .status import invalid_status
 from .types import Action, Outcome
 
 _VERB_REASONS = {
+    "scale": "ScaledToZero",
     "create": "Created",
     "recreate": "Recreating",
     "patch": "Updated",
@@ -27,6 +28,7 @@ _PAST = {
     "patch": "updated",
     "roll": "rolled onto a renewed certificate",
     "delete": "deleted",
+    "scale": "scaled to zero (no user namespace)",
 }
 
 
