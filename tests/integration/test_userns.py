@@ -1,9 +1,9 @@
 """securityProfile userns against an API server that does not keep ``hostUsers: false``: a
 MutatingAdmissionPolicy removes it from Deployments in the test's namespace, as a cluster
 with the UserNamespacesSupport gate off (or such an admission) would. The daemon must end at
-zero replicas and the Builder Degraded naming the field and the Kubernetes version, all read
-back from the API server; once the cluster keeps the field, an edit of the Builder brings
-the daemon back."""
+zero replicas, no pod ever made, and the Builder Degraded naming the field and the
+Kubernetes version, all read back from the API server; once the cluster keeps the field, an
+edit of the Builder brings the daemon back."""
 
 from __future__ import annotations
 
@@ -129,6 +129,11 @@ def test_a_userns_daemon_the_api_server_strips_is_scaled_to_zero(
     assert "hostUsers" not in dep["spec"]["template"]["spec"]
     assert dep["spec"]["replicas"] == 0
     wait_until("no pod runs", lambda: pods_of(k, namespace, "userns") == [], 60)
+    # Not even for a moment: the daemon is created at zero and scaled up only once the API
+    # server has shown it keeps hostUsers, so the ReplicaSet controller never made a pod.
+    events = k.json("get", "events", "-n", namespace)["items"]
+    created = [e["message"] for e in events if e.get("reason") == "SuccessfulCreate"]
+    assert created == [], created
     # At rest: the daemon stays at zero (the field is not rewritten for ever).
     assert get(k, "deployment", "userns-0", namespace)["spec"]["replicas"] == 0
 

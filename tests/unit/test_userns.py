@@ -116,3 +116,28 @@ def test_the_report_names_the_field_and_the_kubernetes_version() -> None:
     assert "Deployment team-a-0" in line
     assert "spec.template.spec.hostUsers" in line and "Kubernetes v1.36.3" in line
     assert "scaled to zero" in line
+
+
+def test_a_userns_daemon_is_created_at_zero_and_scaled_up_once_kept() -> None:
+    """No pod starts before the API server has shown it keeps hostUsers: the Deployment is
+    created at zero; the next pass, seeing it kept, gives it its replicas (a change that
+    stops nothing)."""
+    b = make(replicas=2)
+    created = {a.name: a.obj for a in decide(b, {}).actions if a.kind == "Deployment"}
+    assert {name: obj["spec"]["replicas"] for name, obj in created.items()} == {
+        "team-a-0": 0,
+        "team-a-1": 0,
+    }
+    live = as_returned(b)
+    for name in created:
+        live[("Deployment", name)]["spec"]["replicas"] = 0
+    p = decide(b, live)
+    assert sorted((a.verb, a.name, a.paths) for a in p.actions) == [
+        ("patch", "team-a-0", ("spec.replicas",)),
+        ("patch", "team-a-1", ("spec.replicas",)),
+    ]
+    assert not any(a.stops_daemon for a in p.actions)
+    # Other profiles are created with their replicas.
+    rootless = make(securityProfile="rootless")
+    (dep,) = [a.obj for a in decide(rootless, {}).actions if a.kind == "Deployment"]
+    assert dep["spec"]["replicas"] == 1

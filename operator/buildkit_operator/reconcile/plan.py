@@ -43,6 +43,7 @@ from ..api.names import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
+from . import userns
 from .drift import (
     Schema,
     default_schema,
@@ -52,7 +53,6 @@ from .drift import (
 )
 from .holds import hold_disruptions
 from .types import CLAIM_KIND, WORKLOAD_KIND, Action, Key, Plan
-from .userns import HOST_USERS, REPLICAS, has_replicas, host_users_dropped, scale_action, zeroed
 
 # Changing these in place is refused by the API server or would be wrong for a running
 # daemon (the security context decides which user owns the cache), so the object is
@@ -189,7 +189,7 @@ def plan(
             if kind == WORKLOAD_KIND and spec.no_create:
                 missing.append(f"{kind} {name}")
             elif not hold_creates:
-                actions.append(Action("create", kind, name, want, "absent"))
+                actions.append(Action("create", kind, name, userns.first_write(want), "absent"))
             continue
         if (have.get("metadata") or {}).get("deletionTimestamp"):
             waiting.append(f"{kind} {name} is being deleted")
@@ -220,16 +220,16 @@ def plan(
             want, claim_kept = _claim_in_place(want, have)
             if claim_kept:
                 kept.append(_claim_notice(name, claim_kept))
-        dropped = kind == WORKLOAD_KIND and host_users_dropped(want, have)
+        dropped = kind == WORKLOAD_KIND and userns.host_users_dropped(want, have)
         if dropped:
             # The API server does not keep hostUsers: false (see ``userns``): the daemon
             # stays at zero, and rewriting the field it drops would only write for ever.
-            want = zeroed(want)
-            if has_replicas(have):
-                actions.append(scale_action(name))
+            want = userns.zeroed(want)
+            if userns.has_replicas(have):
+                actions.append(userns.scale_action(name))
         paths = object_differences(want, have, schema) + stale_fields(want, have, FIELD_MANAGER)
         if dropped:
-            paths = [p for p in paths if p not in (HOST_USERS, REPLICAS)]
+            paths = [p for p in paths if p not in (userns.HOST_USERS, userns.REPLICAS)]
         if not paths:
             continue
         is_tls_secret = kind == "Secret" and _component(want) == "tls"

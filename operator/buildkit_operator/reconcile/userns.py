@@ -4,12 +4,12 @@ A daemon of the ``userns`` profile runs as root with the capabilities buildkitd 
 safely only inside the pod's own user namespace. The API server drops
 ``spec.template.spec.hostUsers`` where the ``UserNamespacesSupport`` feature gate is off,
 and a mutating admission (a webhook, a MutatingAdmissionPolicy) may remove it: the pod
-would then run those capabilities as root on the node, with no error anywhere. So what the
-API server returns for a userns daemon's Deployment is checked: without ``hostUsers:
-false`` the daemon is scaled to zero, at once (never held for builds: it must not run
-another moment as root on the node), and the Builder reported ``Degraded`` naming the field
-and the Kubernetes version. A template someone edited to ``hostUsers: true`` is ordinary
-drift, put back by the next apply.
+would then run those capabilities as root on the node, with no error anywhere. So a userns
+daemon's Deployment is created at zero replicas, and what the API server returns for it is
+checked: without ``hostUsers: false`` the daemon stays at zero (or is scaled to zero at
+once, never held for builds: it must not run another moment as root on the node), and the
+Builder is reported ``Degraded`` naming the field and the Kubernetes version. A template
+someone edited to ``hostUsers: true`` is ordinary drift, put back by the next apply.
 """
 
 from __future__ import annotations
@@ -39,6 +39,16 @@ def host_users_dropped(want: Mapping[str, Any], have: Mapping[str, Any] | None) 
 def zeroed(want: Mapping[str, Any]) -> dict[str, Any]:
     """``want`` with no replicas: what a daemon without its user namespace is kept at."""
     return {**want, "spec": {**(want.get("spec") or {}), "replicas": 0}}
+
+
+def first_write(want: Mapping[str, Any]) -> Mapping[str, Any]:
+    """How a Deployment is created: a userns daemon at zero replicas. Its pods start only
+    once the API server has returned the Deployment with ``hostUsers: false`` (the next
+    pass, woken by the new Deployment, scales it up), so a cluster that drops the field never
+    starts one as root on the node, not even for the moment before the check."""
+    if want["kind"] == WORKLOAD_KIND and _pod_spec(want).get("hostUsers") is False:
+        return zeroed(want)
+    return want
 
 
 def scale_action(name: str) -> Action:
