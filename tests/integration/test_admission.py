@@ -38,6 +38,21 @@ OPERATOR_FLAGS = [
     "--tlscert",
     "--tlskey",
     "--oci-worker-no-process-sandbox",
+    "--debugaddr",
+]
+# Flags that point buildkitd at binaries, paths, sockets or devices, or loosen the build
+# containers' sandbox (buildkitd v0.34's flags): no Builder author passes them.
+HOST_REACHING_FLAGS = [
+    "--oci-worker-binary",
+    "--oci-worker-proxy-snapshotter-path",
+    "--oci-cni-config-path",
+    "--oci-cni-binary-dir",
+    "--oci-worker-net",
+    "--rootless",
+    "--cdi-spec-dir",
+    "--otel-socket-path",
+    "--containerd-worker",
+    "--containerd-worker-addr",
 ]
 
 
@@ -130,6 +145,15 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.buildkitd.args[0]",
         "--root",
     ),
+    *[
+        (
+            f"args{flag}",
+            {"buildkitd": {"args": ["--debug", f"{flag}=x"]}},
+            "spec.buildkitd.args[1]",
+            f"{flag} reaches binaries, paths, sockets or the sandbox",
+        )
+        for flag in HOST_REACHING_FLAGS
+    ],
     ("size-255Mi", {"cache": {"size": "255Mi"}}, "spec.cache.size", "at least 256Mi"),
     ("size-millis", {"cache": {"size": "100m"}}, "spec.cache.size", "at least 256Mi"),
     ("size-int", {"cache": {"size": 268435455}}, "spec.cache.size", "at least 256Mi"),
@@ -456,6 +480,11 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
         "node-port-with-own-tls",
         {"tls": {"mode": "secret", "secretName": "t"}, "service": {"type": "NodePort"}},
     ),
+    # Judged by the namespace's opt-in at admission, not by the model.
+    (
+        "insecure-entitlement-arg",
+        {"buildkitd": {"args": ["--allow-insecure-entitlement=network.host"]}},
+    ),
     ("empty", {}),
 ]
 
@@ -519,6 +548,9 @@ def _unit_malformed_table() -> list[tuple[str, Any, str, str]]:
 
 # What only the operator can judge: the schema cannot parse TOML.
 OPERATOR_ONLY = {
+    "config-debug-listener",
+    "config-worker-binary",
+    "config-unknown-key",
     "config-toml",
     "config-toml-value",
     "config-deep-array",

@@ -583,13 +583,24 @@ def test_what_cel_reads_is_bounded(spec: dict[str, Any]) -> None:
 
 
 def test_reserved_flags_rule_covers_every_form(spec: dict[str, Any]) -> None:
-    (rule,) = prop(spec, "buildkitd.args")["items"]["x-kubernetes-validations"]
-    (pattern,) = re.findall(r'matches\("([^"]*)"\)', rule["rule"])
+    reserved, forbidden = prop(spec, "buildkitd.args")["items"]["x-kubernetes-validations"]
+    (pattern,) = re.findall(r'matches\("([^"]*)"\)', reserved["rule"])
     for flag in ("addr", "config", "root", "tlscacert", "tlscert", "tlskey",
-                 "oci-worker-no-process-sandbox"):  # fmt: skip
+                 "oci-worker-no-process-sandbox", "debugaddr"):  # fmt: skip
         for arg in (f"--{flag}", f"-{flag}", f"--{flag}=x", f"-{flag}=x=y"):
             assert re.search(pattern, arg), arg
     for arg in ("--addrx", "--rootless", "x--addr", "--debug", "--config-x=1", "addr"):
+        assert not re.search(pattern, arg), arg
+    # Flags reaching binaries, paths, sockets or the sandbox (buildkitd v0.34's flag names).
+    (pattern,) = re.findall(r'matches\("([^"]*)"\)', forbidden["rule"])
+    for flag in ("oci-worker-binary", "oci-worker-proxy-snapshotter-path", "rootless",
+                 "oci-cni-binary-dir", "oci-cni-config-path", "cdi-spec-dir", "group",
+                 "otel-socket-path", "oci-worker-net", "containerd-worker",
+                 "containerd-worker-addr", "containerd-cni-binary-dir"):  # fmt: skip
+        for arg in (f"--{flag}", f"-{flag}", f"--{flag}=x", f"-{flag}=x=y"):
+            assert re.search(pattern, arg), arg
+    for arg in ("--allow-insecure-entitlement=security.insecure", "--debug", "--oci-worker-gc",
+                "--oci-max-parallelism=2", "--rootlessx", "x--group"):  # fmt: skip
         assert not re.search(pattern, arg), arg
 
 

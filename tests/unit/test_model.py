@@ -195,6 +195,37 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
         "nested deeper than 32 levels",
     ),
     (
+        # The reserved --debugaddr, reopened through the config file.
+        "config-debug-listener",
+        manifest({"buildkitd": {"config": '[grpc]\ndebugAddress = "0.0.0.0:6060"\n'}}),
+        "spec.buildkitd.config",
+        "key grpc.debugAddress is not allowed",
+    ),
+    (
+        "config-worker-binary",
+        manifest({"buildkitd": {"config": '[worker.oci]\nbinary = "/bin/sh"\n'}}),
+        "spec.buildkitd.config",
+        "key worker.oci.binary is not allowed",
+    ),
+    (
+        "config-unknown-key",
+        manifest({"buildkitd": {"config": "[worker.oci]\nmax_parallelism = 2\n"}}),
+        "spec.buildkitd.config",
+        "key worker.oci.max_parallelism is not read by buildkitd",
+    ),
+    (
+        "args-oci-worker-binary",
+        manifest({"buildkitd": {"args": ["--oci-worker-binary=/bin/sh"]}}),
+        "spec.buildkitd.args",
+        "--oci-worker-binary reaches binaries",
+    ),
+    (
+        "args-containerd-worker-addr",
+        manifest({"buildkitd": {"args": ["-containerd-worker-addr", "/run/containerd.sock"]}}),
+        "spec.buildkitd.args",
+        "--containerd-worker-addr reaches binaries",
+    ),
+    (
         "args-addr",
         manifest({"buildkitd": {"args": ["--addr", "tcp://0.0.0.0:9999"]}}),
         "spec.buildkitd.args",

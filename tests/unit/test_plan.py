@@ -204,6 +204,32 @@ def test_no_recreate_holds_changes_but_not_certificate_renewal() -> None:
     assert any(d.startswith("Service team-a: spec.type") for d in p.drifted)
 
 
+def test_no_recreate_keeps_the_record_of_the_applied_spec_up_to_date() -> None:
+    """The spec last applied, kept on the ConfigMap, runs nothing: noRecreate writes it (a
+    spec edit that changes nothing that runs is no drift, a hand edit of it is put back),
+    but not with a config change it holds."""
+    b = make(noRecreate=True)
+    spec = {"noRecreate": True}
+
+    def live_config(annotation: str, data: dict[str, str] | None = None) -> dict[Any, Any]:
+        (want,) = [
+            o for o in render_builder(b, _BUNDLE, applied_spec=spec) if o["kind"] == "ConfigMap"
+        ]
+        meta = {**want["metadata"], "annotations": {"buildkit.dev/applied-spec": annotation}}
+        return {("ConfigMap", "team-a-config"): {**want, "metadata": meta, **(data or {})}}
+
+    def decide_with_record(live: dict[Any, Any]) -> Plan:
+        desired = render_builder(b, _BUNDLE, applied_spec=spec)
+        return plan(b.spec, desired, live, builder="team-a", uid=UID, label="team-a")
+
+    edited = decide_with_record(live_config('{"edited":true}'))
+    assert ("patch", "ConfigMap", "team-a-config") in verbs(edited)
+    assert not any(d.startswith("ConfigMap") for d in edited.drifted)
+    held = decide_with_record(live_config('{"edited":true}', {"data": {"buildkitd.toml": "x"}}))
+    assert ("patch", "ConfigMap", "team-a-config") not in verbs(held)
+    assert any(d.startswith("ConfigMap team-a-config: data") for d in held.drifted)
+
+
 def test_terminating_object_is_waited_for() -> None:
     dying = obj("Deployment", "team-a-0", metadata={"deletionTimestamp": "2026-11-24T00:00:00Z"})
     p = decide(make(), {("Deployment", "team-a-0"): dying})

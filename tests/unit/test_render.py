@@ -436,13 +436,9 @@ keepDuration = "48h"
 
 [registry."docker.io"]
 mirrors = ["raw-mirror:5000"]
-ca = ["/etc/certs/ca.pem"]
 
 [registry."ghcr.io"]
 mirrors = ["ghcr-mirror:5000"]
-
-[worker.containerd]
-enabled = false
 """
 
 
@@ -465,10 +461,7 @@ def test_raw_config_is_merged_under_the_spec() -> None:
     assert config["log"] == {"format": "json"}
     assert oci["labels"] == {"example.com/pool": "ci"}
     assert oci["gcpolicy"] == [{"all": True, "keepDuration": "48h"}]
-    assert config["registry"]["docker.io"]["ca"] == ["/etc/certs/ca.pem"]
     assert config["registry"]["ghcr.io"] == {"mirrors": ["ghcr-mirror:5000"]}
-    # A table the raw config splits in two ([worker.oci] ... [worker.containerd]).
-    assert config["worker"]["containerd"] == {"enabled": False}
 
 
 @pytest.mark.parametrize(

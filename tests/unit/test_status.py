@@ -170,3 +170,18 @@ def test_a_pass_cut_short_no_longer_claims_ready() -> None:
     assert c["Ready"]["lastTransitionTime"] == "2026-11-24T00:05:00Z"
     assert s["ready"] == "2/2" and s["endpoint"] == ready["endpoint"]
     assert s["observedGeneration"] == 4
+
+
+def test_a_daemon_without_its_user_namespace_is_degraded_even_at_rest() -> None:
+    """Scaled to zero for want of hostUsers, it would otherwise read as an idle Builder at
+    rest; the report names the field and the Kubernetes version."""
+    unsafe = ["Deployment team-a-0: spec.template.spec.hostUsers is not kept (Kubernetes v1.36.3)"]
+    daemons = [daemon_state("team-a-0", deployment(0))]
+    s = compute_status(
+        make(), Plan(), daemons, certificate_not_after=None, previous={}, now=NOW, unsafe=unsafe
+    )
+    assert s["phase"] == "Degraded"
+    degraded = conditions(s)["Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "UserNamespaceNotKept"
+    assert "spec.template.spec.hostUsers" in degraded["message"]
+    assert "v1.36.3" in degraded["message"]

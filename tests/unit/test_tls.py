@@ -492,12 +492,15 @@ def _ca_cert(
     cn: str,
     key: ec.EllipticCurvePrivateKey,
     issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    usage: list[x509.ObjectIdentifier] | None = None,
 ) -> x509.Certificate:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     issuer_name, issuer_key = (subject, key) if issuer is None else (issuer[0].subject, issuer[1])
+    builder = x509.CertificateBuilder()
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
+        builder.subject_name(subject)
         .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -514,14 +517,50 @@ def _pem(c: x509.Certificate) -> bytes:
 
 def test_user_secret_good(bundle: TLSBundle) -> None:
     assert validate_user_secret(bundle.secret_data()["server"], now=NOW) == []
-    assert validate_user_secret(bundle.secret_data()["client"], now=NOW) == []
+
+
+SERVER_AUTH_MISSING = (
+    "cert.pem is not a server certificate (its extended key usage does not include serverAuth)"
+)
+
+
+def test_a_client_certificate_is_not_a_server_secret(bundle: TLSBundle) -> None:
+    """Another Builder's client Secret has every key a server Secret has: it is refused for
+    what it is (RFC 5280's serverAuth purpose), not for its name."""
+    assert validate_user_secret(bundle.secret_data()["client"], now=NOW) == [SERVER_AUTH_MISSING]
+
+
+@pytest.mark.parametrize(
+    ("usage", "problems"),
+    [
+        ([ExtendedKeyUsageOID.SERVER_AUTH], []),
+        ([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH], []),
+        ([ExtendedKeyUsageOID.CLIENT_AUTH], [SERVER_AUTH_MISSING]),
+        ([ExtendedKeyUsageOID.CODE_SIGNING], [SERVER_AUTH_MISSING]),
+        (None, [SERVER_AUTH_MISSING]),
+    ],
+    ids=["server", "both", "client", "code-signing", "no-extension"],
+)
+def test_only_a_server_certificate_is_served(
+    usage: list[x509.ObjectIdentifier] | None, problems: list[str]
+) -> None:
+    root_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    root = _ca_cert("root", root_key, None)
+    leaf = _ca_cert("leaf", leaf_key, (root, root_key), usage)
+    key_pem = leaf_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    data = {"ca.pem": _pem(root), "cert.pem": _pem(leaf), "key.pem": key_pem}
+    assert validate_user_secret(data, now=NOW) == problems
 
 
 def test_user_secret_with_intermediate_and_ca_bundle(bundle: TLSBundle) -> None:
     root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
     root = _ca_cert("root", root_key, None)
     mid = _ca_cert("intermediate", mid_key, (root, root_key))
-    leaf = _ca_cert("leaf", leaf_key, (mid, mid_key))
+    leaf = _ca_cert("leaf", leaf_key, (mid, mid_key), [ExtendedKeyUsageOID.SERVER_AUTH])
     key_pem = leaf_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,

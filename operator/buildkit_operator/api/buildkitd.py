@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StrictInt, field_validator
 
+from .buildkitd_config import config_problem
 from .camel_model import CamelModel
 from .cel import cel_matches, cel_rule, validations
 from .syntax import (
@@ -38,10 +39,43 @@ RESERVED_BUILDKITD_FLAGS = (
     "--debugaddr",
 )
 
+# Flags no Builder author may pass at all: they point buildkitd at binaries, paths, sockets
+# or devices of the pod or the host, or change the build containers' sandbox; the
+# containerd worker would drive a host's containerd. ``--allow-insecure-entitlement`` is not
+# among them: the namespace's opt-in decides it, at admission.
+FORBIDDEN_BUILDKITD_FLAGS = (
+    "--oci-worker-binary",
+    "--oci-worker-proxy-snapshotter-path",
+    "--oci-cni-config-path",
+    "--oci-cni-binary-dir",
+    "--oci-worker-apparmor-profile",
+    "--oci-worker-net",
+    "--rootless",
+    "--group",
+    "--cdi-spec-dir",
+    "--otel-socket-path",
+)
+FORBIDDEN_BUILDKITD_FLAG_PREFIX = "--containerd-"
+
 # A reserved flag in any form buildkitd's parser reads: -flag, --flag, --flag=value.
-assert all(re.fullmatch(r"--[a-z-]+", flag) for flag in RESERVED_BUILDKITD_FLAGS)
+assert all(
+    re.fullmatch(r"--[a-z-]+", flag)
+    for flag in (*RESERVED_BUILDKITD_FLAGS, *FORBIDDEN_BUILDKITD_FLAGS)
+)
 _RESERVED_FLAG_PATTERN = (
     "^-+(" + "|".join(flag.removeprefix("--") for flag in RESERVED_BUILDKITD_FLAGS) + ")(=|$)"
+)
+# Written compactly (the API server bounds each rule's estimated cost, which grows with the
+# pattern's length); tests/unit/test_crd.py checks it matches every flag above.
+_FORBIDDEN_FLAG_PATTERN = (
+    "^-+(oci-(worker-(binary|proxy-snapshotter-path|apparmor-profile|net)|cni-[a-z-]+)"
+    "|rootless|group|cdi-spec-dir|otel-socket-path|containerd-[a-z-]*)(=|$)"
+)
+_FORBIDDEN_FLAG_RE = re.compile(_FORBIDDEN_FLAG_PATTERN)
+assert all(_FORBIDDEN_FLAG_RE.match(flag) for flag in FORBIDDEN_BUILDKITD_FLAGS)
+
+_FORBIDDEN_MESSAGE = (
+    "reaches binaries, paths, sockets or the sandbox the operator owns and cannot be passed in args"
 )
 
 # Levels of tables and arrays a raw buildkitd.toml may nest.
@@ -65,6 +99,16 @@ class BuildkitdSpec(CamelModel):
                             "'--' + self.split('=')[0].substring(self.startsWith('--') ? 2 : 1)"
                             " + ' is set by the operator from the spec and cannot be passed in "
                             "args'"
+                        ),
+                    ),
+                    cel_rule(
+                        f"!{cel_matches('self', _FORBIDDEN_FLAG_PATTERN)}",
+                        "flags that reach binaries, paths, sockets or the sandbox ("
+                        + ", ".join(FORBIDDEN_BUILDKITD_FLAGS)
+                        + f", {FORBIDDEN_BUILDKITD_FLAG_PREFIX}*) cannot be passed in args",
+                        message_expression=(
+                            "'--' + self.split('=')[0].substring(self.startsWith('--') ? 2 : 1)"
+                            " + ' " + _FORBIDDEN_MESSAGE + "'"
                         ),
                     ),
                     maxLength=MAX_ARG_LENGTH,
@@ -130,6 +174,8 @@ class BuildkitdSpec(CamelModel):
                 raise ValueError(
                     f"{flag} is set by the operator from the spec and cannot be passed in args"
                 )
+            if _FORBIDDEN_FLAG_RE.match(arg):
+                raise ValueError(f"{flag} {_FORBIDDEN_MESSAGE}")
         return args
 
     @field_validator("platforms")
@@ -158,6 +204,11 @@ class BuildkitdSpec(CamelModel):
                 raise ValueError(
                     f"nested deeper than {MAX_CONFIG_DEPTH} levels of tables and arrays"
                 )
+            # Only the operator can parse TOML (CEL cannot), so a refused key makes the
+            # Builder Invalid rather than being refused at apply.
+            problem = config_problem(document)
+            if problem:
+                raise ValueError(problem)
         return config
 
 

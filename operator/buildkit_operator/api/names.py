@@ -29,6 +29,9 @@ LABEL_POOL = "buildkit.dev/pool"
 
 ANNOTATION_CONFIG_HASH = "buildkit.dev/config-hash"
 ANNOTATION_TLS_HASH = "buildkit.dev/tls-hash"
+# On a Builder's ConfigMap: the spec the operator last applied (JSON), written only with the
+# operator's apply of that ConfigMap; what runs falls back on it while the spec is unusable.
+ANNOTATION_APPLIED_SPEC = "buildkit.dev/applied-spec"
 # A sleeping daemon's Deployment: since when it has been idle (scale to zero).
 ANNOTATION_IDLE_SINCE = "buildkit.dev/idle-since"
 # On a Builder: a wake request, set by `buildkit-operator connect` and `wake`.

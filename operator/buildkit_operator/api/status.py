@@ -133,8 +133,10 @@ class BuilderStatus(CamelModel):
     applied_spec: dict[str, Any] | None = Field(
         None,
         description=(
-            "The last valid spec, which the children were made from: while a later edit is "
-            "invalid, the operator keeps repairing and renewing what runs from this."
+            "The last valid spec, which the children were made from, shown for people: "
+            "the operator never reads it. While a later edit is invalid, it keeps repairing "
+            "and renewing what runs from its own copy (annotation buildkit.dev/applied-spec "
+            "on the Builder's ConfigMap)."
         ),
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )

@@ -22,7 +22,6 @@ from ..api.crd import crd_yaml
 from ..api.defaults import DEFAULTS, Defaults, InvalidDefaults, make_defaults
 from ..pki import ensure_tls
 from ..render import render_builder, server_sans
-from ..render.config import unknown_keys
 from .output import dump_stream
 
 EXIT_USAGE = 2
@@ -93,13 +92,6 @@ def render_objects(
     """What the operator would create, with freshly issued TLS material where it runs a CA."""
     objects: list[dict[str, Any]] = []
     for builder in (defaults.apply(b) for b in builders):
-        unknown = unknown_keys(builder.spec.buildkitd.config)
-        if unknown:
-            print(
-                f"buildkit-operator: warning: Builder {builder.namespace}/{builder.name}: "
-                f"buildkitd ignores these keys of spec.buildkitd.config: {', '.join(unknown)}",
-                file=sys.stderr,
-            )
         bundle = None
         if builder.spec.tls.mode == "auto":
             bundle = ensure_tls({}, name=builder.name, server_sans=server_sans(builder), now=now)

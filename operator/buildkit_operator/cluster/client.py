@@ -92,6 +92,7 @@ class Kube:
         self.reporting_instance = socket.gethostname()
         # Leadership's fence: writes are sent only while it answers True (see raw).
         self.fence: Callable[[], bool] | None = None
+        self._server_version: str | None = None
 
     @property
     def host(self) -> str:
@@ -144,6 +145,17 @@ class Kube:
         if response.status >= 300:
             raise ApiException(http_resp=response)
         return json.loads(response.data)
+
+    def server_version(self) -> str:
+        """The API server's Kubernetes version (``/version``), read once: it is named where
+        the cluster refuses what the operator needs of it. ``unknown`` while unreadable."""
+        if self._server_version is None:
+            try:
+                info = self.raw("GET", f"{self.host}/version")
+            except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
+                return "unknown"
+            self._server_version = str(info.get("gitVersion") or "unknown")
+        return self._server_version
 
     def _builder_path(self, namespace: str, name: str) -> str:
         return f"{self.host}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"

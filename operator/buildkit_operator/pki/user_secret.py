@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .bundle import CA_PEM, CERT_PEM, KEY_PEM
 from .pem import blob, same_public_key
@@ -39,6 +40,16 @@ def _unchained(
         else:
             return True
     return True
+
+
+def _serves(leaf: x509.Certificate) -> bool:
+    """Whether the certificate says it is for TLS servers (an extended key usage naming
+    serverAuth; one without the extension is refused too, as it says nothing)."""
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return ExtendedKeyUsageOID.SERVER_AUTH in usage
 
 
 def validate_user_secret(data: Mapping[str, bytes], *, now: datetime | None = None) -> list[str]:
@@ -79,6 +90,13 @@ def validate_user_secret(data: Mapping[str, bytes], *, now: datetime | None = No
         problems.append(f"{KEY_PEM} does not match the certificate in {CERT_PEM}")
     if roots and _unchained(leaf, chain[1:], roots):
         problems.append(f"{CERT_PEM} is not signed by a CA in {CA_PEM}")
+    if not _serves(leaf):
+        # A client certificate (another Builder's client key, say) is not a server's: the
+        # daemon must never be started with it.
+        problems.append(
+            f"{CERT_PEM} is not a server certificate (its extended key usage "
+            "does not include serverAuth)"
+        )
     if moment >= leaf.not_valid_after_utc:
         problems.append(f"{CERT_PEM} expired on {when(leaf.not_valid_after_utc)}")
     elif moment < leaf.not_valid_before_utc:

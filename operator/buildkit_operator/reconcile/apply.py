@@ -35,6 +35,13 @@ class Applied:
     failed: set[Key] = field(default_factory=set)
     after: dict[Key, dict[str, Any] | None] = field(default_factory=dict)
 
+    def extend(self, more: Applied) -> None:
+        """Add what a further round of actions of the same pass did."""
+        self.done += more.done
+        self.errors += more.errors
+        self.failed |= more.failed
+        self.after.update(more.after)
+
 
 def api_message(err: Exception) -> str:
     """The API server's own message for a refused request, or what cut it short."""
@@ -64,7 +71,7 @@ def _apply(kube: Kube, namespace: str, action: Action) -> dict[str, Any] | None:
         kube.merge_patch(action.kind, namespace, action.name, replacing(action.obj, action.replace))
     if action.verb in ("create", "patch"):
         return kube.apply(action.obj)
-    if action.verb == "roll":
+    if action.verb in ("roll", "scale"):
         return dict(kube.merge_patch(action.kind, namespace, action.name, action.obj))
     # Deleted now and created by a later pass once it is gone, so old and new never run
     # side by side on one cache volume; only the object the plan saw (its uid).

@@ -48,6 +48,7 @@ from .report import (
 from .requeue import USER_SECRET_CHECK, requeue_after
 from .status import compute_status, daemon_state, failed_status
 from .types import WORKLOAD_KIND, Outcome, Plan
+from .userns import describe, scale_to_zero, without_user_namespace
 
 __all__ = ["Outcome", "reconcile"]
 
@@ -58,7 +59,7 @@ class _Observed:
     the spec cannot be used), what is wrong with the spec, and the TLS material."""
 
     builder: Builder
-    applied_spec: Mapping[str, Any] | None
+    applied_spec: Mapping[str, Any]
     invalid: list[str]
     live: dict[tuple[str, str], dict[str, Any]]
     bundle: TLSBundle | None
@@ -105,7 +106,11 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
     # Decide.
     sleeping, idle_check = asleep(kube, builder, obj, live, now)
     desired = render_builder(
-        builder, seen.bundle, external_tls_hash=seen.external_hash, asleep=sleeping
+        builder,
+        seen.bundle,
+        external_tls_hash=seen.external_hash,
+        asleep=sleeping,
+        applied_spec=seen.applied_spec,
     )
     kube.get_missing(namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live)
     since = held_since(previous)
@@ -130,8 +135,19 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
         the_plan = planned(daemon_activity(kube, builder, live, the_plan.disruptive))
 
     applied = apply_actions(kube, namespace, name, the_plan.actions)
+    # What the API server returned may lack what it was sent (userns): checked at once.
+    applied.extend(apply_actions(kube, namespace, name, scale_to_zero(desired, applied.after)))
     record_actions(kube, obj, builder, applied.done, seen.bundle)
-    status = _status(seen, the_plan, applied, previous, sleeping, now)
+    unsafe = without_user_namespace(desired, {**live, **applied.after})
+    status = _status(
+        seen,
+        the_plan,
+        applied,
+        previous,
+        sleeping,
+        now,
+        unsafe=describe(unsafe, kube.server_version()) if unsafe else [],
+    )
     written = write_status(kube, obj, status)
     record_phase_event(kube, obj, previous, status, written)
     return Outcome(
@@ -156,30 +172,28 @@ def _observe(
     """The Builder to render and its TLS material; or, when nothing can be rendered (an
     invalid spec with no applied spec to fall back on), the problems and when to look
     again (a user's Secret may appear any time; a spec changes only with an event)."""
-    previous = obj.get("status") or {}
-    name = obj["metadata"]["name"]
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    live = kube.list_children(namespace, name)
     invalid: list[str] = []
     try:
         builder = defaults.apply(Builder.from_manifest(obj))
-        applied_spec: Mapping[str, Any] | None = obj.get("spec") or {}
+        applied_spec: Mapping[str, Any] = obj.get("spec") or {}
     except InvalidBuilder as err:
-        last = last_applied(obj, defaults)
-        if last is None:
-            return err.problems, None
-        invalid, builder = err.problems, last
-        applied_spec = previous.get("appliedSpec")
+        last = last_applied(obj, live, defaults)
+        if last.builder is None or last.spec is None:
+            return err.problems + ([last.refused] if last.refused else []), None
+        invalid, builder, applied_spec = err.problems, last.builder, last.spec
 
-    live = kube.list_children(builder.namespace, name)
     bundle, external_hash, tls_problem = tls_material(kube, builder, live, now)
     if tls_problem:
         # The user's Secret is missing or unusable: nothing is made or rolled onto it.
         # What runs keeps running as last applied, with the certificate it has.
         invalid.append(f"spec.tls.secretName: {tls_problem}")
-        last = last_applied(obj, defaults)
-        if last is None:
-            return invalid, USER_SECRET_CHECK
-        if last.spec != builder.spec:
-            builder, applied_spec = last, previous.get("appliedSpec")
+        last = last_applied(obj, live, defaults)
+        if last.builder is None or last.spec is None:
+            return invalid + ([last.refused] if last.refused else []), USER_SECRET_CHECK
+        if last.builder.spec != builder.spec:
+            builder, applied_spec = last.builder, last.spec
             bundle, external_hash, tls_problem = tls_material(kube, builder, live, now)
         if tls_problem:
             external_hash = running_tls_hash(live, builder)
@@ -193,6 +207,8 @@ def _status(
     previous: Mapping[str, Any],
     sleeping: Mapping[str, str],
     now: datetime,
+    *,
+    unsafe: list[str],
 ) -> dict[str, Any]:
     """The status this pass found: daemons as the API server returned them after this
     pass's writes (a just-patched Deployment counts as rolling out)."""
@@ -213,6 +229,7 @@ def _status(
         now=now,
         errors=applied.errors,
         invalid=seen.invalid,
+        unsafe=unsafe,
         applied_spec=seen.applied_spec,
     )
     status.update(effective_status(builder))

@@ -5,8 +5,10 @@ applied; and what the daemons are doing, asked of the daemons themselves
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,13 +19,24 @@ from ..api import Builder, InvalidBuilder, duration_seconds
 from ..api.daemons import Activity
 from ..api.daemons import daemons as daemon_slots
 from ..api.defaults import Defaults
-from ..api.names import ANNOTATION_TLS_HASH, ANNOTATION_WAKE, PORT, ChildNames, label_value
+from ..api.identity import GROUP as API_GROUP
+from ..api.names import (
+    ANNOTATION_APPLIED_SPEC,
+    ANNOTATION_TLS_HASH,
+    ANNOTATION_WAKE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    PORT,
+    ChildNames,
+    label_value,
+)
 from ..buildkit.activity import describe, gather, targets
 from ..cluster import Kube, secret_data
 from ..pki import RENEW_BEFORE, TLSBundle, ensure_tls, validate_user_secret
 from ..render import server_sans
 from ..render.secrets import tls_hash
 from . import idle
+from .applied import more_privileged
 from .idle import format_time, parse_time
 from .plan import ownership
 from .types import WORKLOAD_KIND
@@ -118,6 +131,18 @@ def tls_material(
         secret = kube.get("Secret", builder.namespace, tls.secret_name)
         if secret is None:
             return None, None, f"Secret {tls.secret_name} (tls.secretName) does not exist"
+        managed = operator_managed(secret)
+        if managed:
+            # The operator reads it with its own rights: mounting it would hand another
+            # Builder's keys (or this one's CA) to a daemon whose image the author chose.
+            return (
+                None,
+                None,
+                (
+                    f"Secret {tls.secret_name} is managed by buildkit-operator ({managed}); "
+                    "tls.secretName must name a Secret of your own"
+                ),
+            )
         data = secret_data(secret)
         problems = validate_user_secret(data, now=now)
         if problems:
@@ -126,16 +151,91 @@ def tls_material(
     return None, None, None
 
 
-def last_applied(obj: Mapping[str, Any], defaults: Defaults) -> Builder | None:
-    """The Builder as last applied (``status.appliedSpec``), to keep what runs repaired
-    and renewed while the current spec is invalid."""
-    spec = (obj.get("status") or {}).get("appliedSpec")
-    if not isinstance(spec, Mapping):
-        return None
+def operator_managed(obj: Mapping[str, Any]) -> str | None:
+    """Why an object is the operator's (a Builder's owner reference or the operator's
+    label), or None when it is not."""
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "Builder" and str(ref.get("apiVersion", "")).startswith(
+            f"{API_GROUP}/"
+        ):
+            return f"owned by Builder {ref.get('name')}"
+    if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
+        return f"labelled {LABEL_MANAGED_BY}={MANAGED_BY}"
+    return None
+
+
+@dataclass(frozen=True)
+class LastApplied:
+    """The spec last applied, as stored on the Builder's ConfigMap: the Builder it gives
+    (None when there is none it may use), the spec as written, and why it is not used."""
+
+    builder: Builder | None = None
+    spec: Mapping[str, Any] | None = None
+    refused: str | None = None
+
+
+def last_applied(
+    obj: Mapping[str, Any],
+    live: Mapping[tuple[str, str], Mapping[str, Any]],
+    defaults: Defaults,
+) -> LastApplied:
+    """The Builder as last applied, to keep what runs repaired and renewed while the
+    current spec cannot be used.
+
+    It is read from the annotation the operator's apply puts on the Builder's own ConfigMap
+    (``ANNOTATION_APPLIED_SPEC``), never from the status: ``status.appliedSpec`` is written
+    by whoever may write the status, judged by no policy. Even so it is used only where it
+    asks for nothing more than the current spec (``applied.more_privileged``): whoever may
+    edit ConfigMaps in the namespace could edit it too. A Builder last applied by a release
+    that kept it only in the status has none: nothing stands in for its spec, and what runs
+    is left as it is."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    where = ChildNames(name).config_map
+    config = live.get(("ConfigMap", where))
+    if config is None:
+        return LastApplied(refused=_nothing_stored(obj, f"ConfigMap {where} is not there"))
+    if ownership(config, builder=name, uid=meta.get("uid"), label=label_value(name)) != "ours":
+        return LastApplied(refused=_nothing_stored(obj, f"ConfigMap {where} is not the Builder's"))
+    text = ((config.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_APPLIED_SPEC)
+    if text is None:
+        return LastApplied(refused=_nothing_stored(obj, f"ConfigMap {where} keeps none"))
     try:
-        return defaults.apply(Builder.from_manifest({**obj, "spec": spec}))
-    except InvalidBuilder:
+        spec = json.loads(text)
+    except (ValueError, RecursionError):
+        spec = None
+    if not isinstance(spec, Mapping):
+        return LastApplied(
+            refused=f"the spec last applied ({ANNOTATION_APPLIED_SPEC} on ConfigMap {where}) "
+            "does not parse; what runs is left as it is"
+        )
+    raised = more_privileged(spec, obj.get("spec") or {})
+    if raised:
+        return LastApplied(
+            refused=f"the spec last applied ({ANNOTATION_APPLIED_SPEC} on ConfigMap {where}): "
+            "not used, it asks for more than the spec ("
+            + ", ".join(raised)
+            + "); what runs is left as it is"
+        )
+    try:
+        return LastApplied(defaults.apply(Builder.from_manifest({**obj, "spec": spec})), spec)
+    except InvalidBuilder as err:
+        return LastApplied(
+            refused=f"the spec last applied ({ANNOTATION_APPLIED_SPEC} on ConfigMap {where}) "
+            f"is not valid ({err}); what runs is left as it is"
+        )
+
+
+def _nothing_stored(obj: Mapping[str, Any], why: str) -> str | None:
+    """Why nothing stands in for an unusable spec, said only where a person could expect
+    something to (the status claims a spec was applied: a Builder of an earlier release)."""
+    if not (obj.get("status") or {}).get("appliedSpec"):
         return None
+    return (
+        f"no spec applied by the operator is stored ({why}; status.appliedSpec is never "
+        "used to decide what runs); what runs is left as it is"
+    )
 
 
 def running_tls_hash(

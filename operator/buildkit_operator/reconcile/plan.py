@@ -11,8 +11,9 @@ honoured here and nowhere else:
 - ``noCreate`` adopts a workload it finds: changes the API server makes in place are
   applied; if any is not possible in place, nothing is changed and all of it is reported.
 - ``noRecreate`` changes nothing of what runs and reports the differences, except
-  certificate renewal: a certificate is not part of the spec, and holding it back would
-  let it expire.
+  certificate renewal (a certificate is not part of the spec, and holding it back would
+  let it expire) and the record of the spec last applied on the ConfigMap (it runs
+  nothing).
 - A cache claim is never deleted or recreated: what cannot change in place (a smaller size,
   another class) is kept and reported with what to do.
 - A change that stops a daemon (a roll of its pod template, a recreate, a removal) waits
@@ -34,6 +35,7 @@ from typing import Any, Literal
 from ..api import API_VERSION, KIND, BuilderSpec, quantity_bytes
 from ..api.daemons import Activity
 from ..api.names import (
+    ANNOTATION_APPLIED_SPEC,
     ANNOTATION_TLS_HASH,
     FIELD_MANAGER,
     LABEL_BUILDER,
@@ -41,6 +43,7 @@ from ..api.names import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
+from . import userns
 from .drift import (
     Schema,
     default_schema,
@@ -67,6 +70,8 @@ _IMMUTABLE_PATHS: dict[str, tuple[str, ...]] = {"Deployment": ("spec.selector",)
 # A claim's spec is immutable but for its size, which may only grow.
 _CLAIM_FIXED = ("storageClassName", "accessModes", "volumeMode")
 _TLS_HASH_PATH = f"spec.template.metadata.annotations.{ANNOTATION_TLS_HASH}"
+# The spec last applied, kept on the ConfigMap: a record, not something that runs.
+_APPLIED_SPEC_PATH = f"metadata.annotations.{ANNOTATION_APPLIED_SPEC}"
 
 
 def _under(path: str, prefixes: Iterable[str]) -> bool:
@@ -184,7 +189,7 @@ def plan(
             if kind == WORKLOAD_KIND and spec.no_create:
                 missing.append(f"{kind} {name}")
             elif not hold_creates:
-                actions.append(Action("create", kind, name, want, "absent"))
+                actions.append(Action("create", kind, name, userns.first_write(want), "absent"))
             continue
         if (have.get("metadata") or {}).get("deletionTimestamp"):
             waiting.append(f"{kind} {name} is being deleted")
@@ -215,13 +220,27 @@ def plan(
             want, claim_kept = _claim_in_place(want, have)
             if claim_kept:
                 kept.append(_claim_notice(name, claim_kept))
+        dropped = kind == WORKLOAD_KIND and userns.host_users_dropped(want, have)
+        if dropped:
+            # The API server does not keep hostUsers: false (see ``userns``): the daemon
+            # stays at zero, and rewriting the field it drops would only write for ever.
+            want = userns.zeroed(want)
+            if userns.has_replicas(have):
+                actions.append(userns.scale_action(name))
         paths = object_differences(want, have, schema) + stale_fields(want, have, FIELD_MANAGER)
+        if dropped:
+            paths = [p for p in paths if p not in (userns.HOST_USERS, userns.REPLICAS)]
         if not paths:
             continue
         is_tls_secret = kind == "Secret" and _component(want) == "tls"
         if spec.no_recreate and not is_tls_secret:
             if kind == WORKLOAD_KIND and set(paths) == {_TLS_HASH_PATH}:
                 actions.append(Action("roll", kind, name, _roll_patch(want), "new certificate"))
+                continue
+            if kind == "ConfigMap" and set(paths) == {_APPLIED_SPEC_PATH}:
+                # Only the record of the spec differs: writing it changes nothing that
+                # runs, and a record edited by hand is put back.
+                actions.append(Action("patch", kind, name, want, _APPLIED_SPEC_PATH, (paths[0],)))
                 continue
             drifted += _describe(kind, name, paths)
             if kind == WORKLOAD_KIND and _TLS_HASH_PATH in paths:

@@ -11,11 +11,11 @@ from typing import Any
 from ..api import Builder
 from ..cluster import Kube
 from ..pki import TLSBundle
-from ..render.config import unknown_keys
 from .status import invalid_status
 from .types import Action, Outcome
 
 _VERB_REASONS = {
+    "scale": "ScaledToZero",
     "create": "Created",
     "recreate": "Recreating",
     "patch": "Updated",
@@ -28,6 +28,7 @@ _PAST = {
     "patch": "updated",
     "roll": "rolled onto a renewed certificate",
     "delete": "deleted",
+    "scale": "scaled to zero (no user namespace)",
 }
 
 
@@ -76,10 +77,6 @@ def record_actions(
             f"issued {', '.join(sorted(bundle.issued))} certificate(s): "
             + ("; ".join(bundle.reasons) or "none existed")
         )
-    unknown = unknown_keys(builder.spec.buildkitd.config)
-    if unknown and any(a.kind == "ConfigMap" for a in done):
-        parts.append("buildkitd ignores these keys of spec.buildkitd.config: " + ", ".join(unknown))
-        kube.event(obj, "Warning", "UnknownConfigKeys", parts[-1])
     kube.event(obj, "Normal", _VERB_REASONS[first], "; ".join(parts))
 
 

@@ -117,6 +117,7 @@ def compute_status(
     now: datetime,
     errors: Sequence[str] = (),
     invalid: Sequence[str] = (),
+    unsafe: Sequence[str] = (),
     applied_spec: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The status subresource as it should read.
@@ -124,7 +125,8 @@ def compute_status(
     ``daemons`` describe the workloads as they are after this pass's writes, so a daemon
     whose template was just changed counts as rolling out, not as ready. ``errors`` are
     the API server's refusals of this pass; ``invalid`` the problems of a spec the operator
-    cannot act on (what runs is then kept from ``applied_spec``).
+    cannot act on (what runs is then kept from ``applied_spec``); ``unsafe`` the daemons
+    scaled to zero because the API server did not keep their user namespace (``userns``).
     """
     spec, names = builder.spec, ChildNames(builder.name)
     ready = sum(d.ready or d.idle for d in daemons)
@@ -143,6 +145,9 @@ def compute_status(
         message = "the spec is invalid, so the daemons keep running as last applied: " + "; ".join(
             invalid
         )
+    elif unsafe:
+        phase, reason = "Degraded", "UserNamespaceNotKept"
+        message = _listing(list(unsafe), 2)
     elif plan.missing:
         phase, reason = "Missing", "WorkloadMissing"
         message = (

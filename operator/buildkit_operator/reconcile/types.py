@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Verb = Literal["create", "patch", "recreate", "delete", "roll"]
+Verb = Literal["create", "patch", "recreate", "delete", "roll", "scale"]
 Key = tuple[str, str]  # (kind, name)
 
 WORKLOAD_KIND = "Deployment"
@@ -43,7 +43,9 @@ class Action:
         """Whether carrying it out stops a running daemon: a recreate, a removal, a
         certificate roll, or a change of the pod template (which the Deployment rolls
         out by replacing the pod)."""
-        if self.kind != WORKLOAD_KIND or self.verb == "create":
+        if self.kind != WORKLOAD_KIND or self.verb in ("create", "scale"):
+            # A scale to zero stops a daemon too, but only one that must not run another
+            # moment (see ``userns``): it is never held.
             return False
         if self.verb == "patch":
             return any(p == "spec.template" or p.startswith("spec.template.") for p in self.paths)

@@ -11,11 +11,11 @@ from ..pki import TLSBundle
 from .config import buildkitd_toml, config_hash
 from .disruption import disruption_budget
 from .secrets import server_sans, tls_hash, tls_secrets
-from .service import config_map, daemons_service, pool_services, service
+from .service import config_map, daemons_service, encode_applied_spec, pool_services, service
 from .storage import cache_claims
 from .workload import deployment
 
-__all__ = ["render_builder", "server_sans"]
+__all__ = ["encode_applied_spec", "render_builder", "server_sans"]
 
 
 def render_builder(
@@ -24,16 +24,19 @@ def render_builder(
     *,
     external_tls_hash: str | None = None,
     asleep: Mapping[str, str] | None = None,
+    applied_spec: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Every child of ``builder``, in the order they are best created.
 
     ``tls`` is required for ``tls.mode: auto``; for ``tls.mode: secret`` the caller may pass
     a checksum of the user's Secret so that replacing it rolls the pods. ``asleep`` maps the
     ids of daemons scaled to zero (idleTimeout) to when they went to sleep.
+    ``applied_spec`` is the Builder's spec as written (before defaults) that ``builder``
+    came from: the ConfigMap keeps it, where only the operator writes it.
     """
     mode = builder.spec.tls.mode
     toml_text = buildkitd_toml(builder)
-    objects = [config_map(builder, toml_text)]
+    objects = [config_map(builder, toml_text, applied_spec)]
     pod_tls_hash: str | None = None
     if mode == "auto":
         if tls is None:

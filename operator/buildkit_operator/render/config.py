@@ -3,7 +3,9 @@
 The document is built as data and written by tomlkit rather than filled into a text
 template: registry names, mirror lists and the user's raw TOML then cannot produce a file
 that parses differently from what the spec says. The raw ``buildkitd.config`` is the base
-layer; fields the spec sets win where both name the same key.
+layer; fields the spec sets win where both name the same key. Which raw keys may be
+merged at all is the model's to say (``api.buildkitd_config``): a Builder whose config names
+another key is Invalid and never rendered.
 """
 
 from __future__ import annotations
@@ -89,57 +91,3 @@ def buildkitd_toml(builder: Builder) -> str:
 def config_hash(toml_text: str) -> str:
     """Checksum put on the pod template, so a config change rolls the pods."""
     return hashlib.sha256(toml_text.encode()).hexdigest()[:16]
-
-
-# The keys buildkitd v0.34 reads (cmd/buildkitd/config). buildkitd ignores any other key
-# without a word, so a typo in a raw config would silently do nothing: these let the
-# operator say so. Tables whose keys are free-form (registry names, labels) are "*".
-_GC_KEYS = {"gc", "gckeepstorage", "reservedSpace", "maxUsedSpace", "minFreeSpace", "gcpolicy"}
-_NETWORK_KEYS = {"networkMode", "cniConfigPath", "cniBinaryPath", "cniPoolSize", "bridgeName",
-                 "bridgeSubnet"}  # fmt: skip
-_KNOWN: dict[str, Any] = {
-    "debug": None, "trace": None, "root": None, "insecure-entitlements": None,
-    "provenanceEnvDir": None,
-    "log": {"format": None},
-    "grpc": {"address": None, "debugAddress": None, "uid": None, "gid": None,
-             "securityDescriptor": None, "tls": {"cert": None, "key": None, "ca": None}},
-    "otel": {"socketPath": None},
-    "cdi": {"disabled": None, "specDirs": None, "autoAllowed": None},
-    "worker": {
-        "oci": {k: None for k in _GC_KEYS | _NETWORK_KEYS | {
-            "enabled", "labels", "platforms", "snapshotter", "rootless", "noProcessSandbox",
-            "userRemapUnsupported", "binary", "proxySnapshotterPath", "defaultCgroupParent",
-            "isolateCgroups", "stargzSnapshotter", "apparmor-profile", "selinux",
-            "max-parallelism"}},
-        "containerd": {k: None for k in _GC_KEYS | _NETWORK_KEYS | {
-            "address", "enabled", "labels", "platforms", "namespace", "runtime", "snapshotter",
-            "apparmor-profile", "selinux", "max-parallelism", "defaultCgroupParent",
-            "rootless"}},
-    },
-    "registry": {"*": {"mirrors": None, "http": None, "insecure": None, "ca": None,
-                       "keypair": None, "tlsconfigdir": None}},
-    "dns": {"nameservers": None, "options": None, "searchDomains": None},
-    "history": {"maxAge": None, "maxEntries": None},
-    "frontend": {"dockerfile.v0": {"enabled": None},
-                 "gateway.v0": {"enabled": None, "allowedRepositories": None}},
-    "system": {"platformsCacheMaxAge": None},
-}  # fmt: skip
-
-
-def unknown_keys(raw: str | None) -> list[str]:
-    """Keys of a raw buildkitd.toml that buildkitd does not read (dotted paths)."""
-    if not raw:
-        return []
-    found: list[str] = []
-
-    def walk(table: dict[str, Any], known: dict[str, Any], path: str) -> None:
-        for key, value in table.items():
-            where = f"{path}.{key}" if path else key
-            schema = known.get(key, known.get("*", KeyError))
-            if schema is KeyError:
-                found.append(where)
-            elif isinstance(schema, dict) and isinstance(value, dict):
-                walk(value, schema, where)
-
-    walk(tomllib.loads(raw), _KNOWN, "")
-    return found

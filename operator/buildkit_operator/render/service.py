@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..api import Builder, pool_slug
 from ..api.names import (
+    ANNOTATION_APPLIED_SPEC,
     LABEL_POOL,
     PORT,
     PORT_NAME,
@@ -88,12 +91,25 @@ def pool_services(builder: Builder) -> list[dict[str, Any]]:
     return out
 
 
-def config_map(builder: Builder, toml_text: str) -> dict[str, Any]:
+def config_map(
+    builder: Builder, toml_text: str, applied_spec: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ConfigMap of buildkitd.toml; it also keeps the spec it was rendered from (see
+    ``encode_applied_spec``), so that only the operator's own apply stores it."""
+    meta = object_meta(
+        builder, ChildNames(builder.name).config_map, child_labels(builder.name, "config")
+    )
+    if applied_spec is not None:
+        meta["annotations"] = {ANNOTATION_APPLIED_SPEC: encode_applied_spec(applied_spec)}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": object_meta(
-            builder, ChildNames(builder.name).config_map, child_labels(builder.name, "config")
-        ),
+        "metadata": meta,
         "data": {CONFIG_KEY: toml_text},
     }
+
+
+def encode_applied_spec(spec: Mapping[str, Any]) -> str:
+    """A spec as stored on the ConfigMap: canonical JSON, so the same spec is always the
+    same text and an unchanged spec is never written again."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
