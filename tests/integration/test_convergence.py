@@ -29,8 +29,10 @@ import pytest
 from harness import assert_at_rest, builder, get, settle, wait_until
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from kubernetes.utils import parse_quantity
 
 from localcluster.kubectl import Kubectl
+from localcluster.manifests import NODE_ALLOCATABLE
 
 pytestmark = pytest.mark.integration
 
@@ -218,11 +220,19 @@ NODE_LABELS = {"kubernetes.io/arch": {"amd64", "arm64"}, "kubernetes.io/os": {"l
 
 def expected_phase(spec: dict[str, Any]) -> str:
     """Where a Builder of ``spec`` must come to rest on the local cluster: Ready, unless its
-    nodeSelector matches no node (its pods stay unscheduled); no daemon is Ready at once."""
+    nodeSelector matches no node or it asks more than a node has (its pods stay
+    unscheduled)."""
     if spec.get("replicas", 1) == 0:
         return "Ready"
     selector = spec.get("nodeSelector") or {}
     if any(value not in NODE_LABELS.get(key, ()) for key, value in selector.items()):
+        return "Pending"
+    # A request larger than a node's allocatable fits on no node either.
+    requests = (spec.get("resources") or {}).get("requests") or {}
+    if any(
+        parse_quantity(value) > parse_quantity(NODE_ALLOCATABLE[resource])
+        for resource, value in requests.items()
+    ):
         return "Pending"
     return "Ready"
 
@@ -261,6 +271,24 @@ SHARED_KEY_TOLERATIONS = {
 @given(spec=specs)
 @example(spec=SHARED_KEY_TOLERATIONS)
 @example(spec={"resources": {"requests": {"cpu": "0.1", "memory": "1e3"}}})
+# Found by `make fuzz`: 1e3 CPUs fit on no node; the Builder rests Pending.
+@example(
+    spec={
+        "topologySpreadConstraints": [
+            {
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "topologyKey": "kubernetes.io/arch",
+                "maxSkew": 3,
+            }
+        ],
+        "tls": {"extraSANs": ["b.example.com", "10.0.0.1"], "mode": "auto"},
+        "rootless": False,
+        "buildkitd": {"insecureRegistries": ["r.internal:5000"]},
+        "cache": {"storageClassName": "fast-ssd", "retain": True},
+        "noRecreate": True,
+        "resources": {"limits": {"memory": "8Gi"}, "requests": {"cpu": "1e3"}},
+    }
+)
 def test_every_valid_builder_converges_and_rests(
     k: Kubectl, namespace: str, cluster: Any, spec: dict[str, Any]
 ) -> None:
@@ -409,6 +437,37 @@ def _skipped(kind: str, path: list[Step]) -> bool:
     },
     kind="deployment",
     choice=9425,
+)
+# Found by `make fuzz`: an edit of one of two unschedulable daemons waited for the other
+# "to finish its roll", which it never would.
+@example(
+    spec={
+        "imagePullSecrets": [{"name": "pull-b"}, {"name": "pull-a"}],
+        "podLabels": {"team": "x-1"},
+        "serviceAccountName": "default",
+        "tolerations": [
+            {"operator": "Exists", "key": "gpu"},
+            {"operator": "Exists", "key": "dedicated", "effect": "NoExecute"},
+            {"key": "gpu", "effect": "PreferNoSchedule", "operator": "Exists"},
+        ],
+        "replicas": 2,
+        "noRecreate": False,
+        "nodeSelector": {"kubernetes.io/arch": "x-1"},
+        "rootless": False,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 2,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "topologyKey": "kubernetes.io/arch",
+            }
+        ],
+        "tls": {"mode": "secret", "secretName": "user-tls"},
+        "service": {"type": "NodePort"},
+        "buildkitd": {},
+        "metrics": {"enabled": True},
+    },
+    kind="deployment",
+    choice=68149,
 )
 def test_a_hand_edit_of_any_field_the_operator_sets_is_repaired(
     k: Kubectl, namespace: str, cluster: Any, spec: dict[str, Any], kind: str, choice: int

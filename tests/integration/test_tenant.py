@@ -177,18 +177,27 @@ def _mounted_secrets(k: Kubectl, ns: str) -> set[str]:
     return names
 
 
+ATTACKS = (
+    ("attacker", "victim-client-tls"),
+    ("attacker-ca", "victim-ca"),
+    ("attacker-server", "victim-server-tls"),
+)
+
+
 def test_another_builders_secret_is_refused_and_never_mounted(k: Kubectl, namespace: str) -> None:
-    """Builder attacker names victim's client Secret (and its CA Secret): reported naming the
-    Secret and why, no Deployment of attacker, nothing mounts victim's client key but
-    victim itself never mounts it either (read from the API server)."""
+    """Builder attacker names victim's client Secret (and its CA Secret, and its server
+    Secret, which does hold a serverAuth certificate): reported naming the Secret and why,
+    no Deployment of attacker, nothing mounts victim's client key but victim itself never
+    mounts it either (read from the API server). Only a Builder's own server Secret may be
+    named by that Builder (test_hand_edits)."""
     k.apply(builder("victim", namespace, cache=EPHEMERAL))
     wait_phase(k, "victim", namespace, "Ready")
     assert get(k, "secret", "victim-client-tls", namespace)  # the key a tenant wants
-    for name, secret in (("attacker", "victim-client-tls"), ("attacker-ca", "victim-ca")):
+    for name, secret in ATTACKS:
         k.apply(
             builder(name, namespace, cache=EPHEMERAL, tls={"mode": "secret", "secretName": secret})
         )
-    for name, secret in (("attacker", "victim-client-tls"), ("attacker-ca", "victim-ca")):
+    for name, secret in ATTACKS:
         wait_until(
             f"{name} reports {secret}",
             lambda n=name, s=secret: (
@@ -205,6 +214,12 @@ def test_another_builders_secret_is_refused_and_never_mounted(k: Kubectl, namesp
         assert any(secret in e["message"] and e["type"] == "Warning" for e in events), events
     mounted = _mounted_secrets(k, namespace)
     assert "victim-client-tls" not in mounted and "victim-ca" not in mounted, mounted
+    # victim's server Secret is mounted by victim's daemon alone.
+    assert {
+        d["metadata"]["name"]
+        for d in k.json("get", "deployments", "-n", namespace)["items"]
+        if "victim-server-tls" in json.dumps(d["spec"]["template"]["spec"].get("volumes", []))
+    } == {"victim-0"}
 
 
 def test_a_client_certificate_of_the_authors_own_is_refused(k: Kubectl, namespace: str) -> None:

@@ -118,6 +118,30 @@ def test_while_one_daemon_rolls_the_next_waits() -> None:
     assert held.daemon == "team-a-1" and "team-a-0" in held.why
 
 
+def test_a_daemon_with_no_ready_pod_is_never_held() -> None:
+    """Pods that cannot be scheduled (or crash) serve no client and run no build: their
+    change goes through at once, whatever the other daemons do. Before, a hand edit of such
+    a daemon's template waited for the other unschedulable daemon "to finish its roll", which
+    it never would."""
+    live = world(make(**BEFORE))
+    for name in ("team-a-0", "team-a-1"):
+        live[("Deployment", name)]["status"] = {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "unavailableReplicas": 1,
+        }
+    p = decide(make(**AFTER), live, {"team-a-0": UNKNOWN, "team-a-1": UNKNOWN})
+    assert touched(p) == {("patch", "team-a-0"), ("patch", "team-a-1")}
+    assert not p.held
+    # One unschedulable daemon beside a serving one: the serving one still rolls alone,
+    # and only once the other has nothing left to do.
+    live[("Deployment", "team-a-1")] = settled(live[("Deployment", "team-a-1")])
+    p = decide(make(**AFTER), live, {"team-a-0": UNKNOWN, "team-a-1": IDLE})
+    assert ("patch", "team-a-0") in touched(p)
+    assert ("patch", "team-a-1") not in touched(p)
+
+
 def test_a_hold_ends_after_max_wait() -> None:
     before, after = (
         make(**BEFORE, drain={"maxWaitSeconds": 60}),

@@ -5,7 +5,7 @@ of its pod template, a recreate, a removal) waits while that daemon is building,
 another daemon of the Builder is still rolling: daemons are stopped one at a time and never
 mid-build. Each wait is bounded by ``drain.maxWaitSeconds``, counted from when it began (the
 status keeps that). A daemon whose activity is not known counts as idle: its preStop hook
-still waits for its builds.
+still waits for its builds. A daemon with no ready pod serves nobody and is never held.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ def _settled(deployment: Mapping[str, Any]) -> bool:
         and status.get("readyReplicas", 0) >= want
         and not status.get("unavailableReplicas")
     )
+
+
+def _serving(deployment: Mapping[str, Any] | None) -> bool:
+    """A workload with a ready pod: one that clients reach and builds may run on."""
+    return bool(((deployment or {}).get("status") or {}).get("readyReplicas"))
 
 
 def hold_disruptions(
@@ -65,6 +70,14 @@ def hold_disruptions(
         )
         blockers = [let_through.name] if let_through is not None else unsettled
         state = activity.get(action.name)
+        building = state is not None and bool(state.building)
+        if not _serving(workloads.get(action.name)) and not building:
+            # No ready pod (unschedulable, crashing, starting): stopping it takes nothing
+            # from clients and no build with it, so another daemon's roll does not hold it
+            # (a hand edit of a Pending daemon's template was otherwise never repaired). A
+            # serving daemon still waits for it, one at a time, as for any roll.
+            let_through = let_through or action
+            continue
         if blockers and not overdue:
             why = f"waits for {', '.join(blockers)} to finish its roll (one daemon at a time)"
         elif state is not None and state.building and not overdue:

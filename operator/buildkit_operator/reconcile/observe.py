@@ -132,7 +132,7 @@ def tls_material(
         if secret is None:
             return None, None, f"Secret {tls.secret_name} (tls.secretName) does not exist"
         managed = operator_managed(secret)
-        if managed:
+        if managed and not _own_server_secret(builder, secret):
             # The operator reads it with its own rights: mounting it would hand another
             # Builder's keys (or this one's CA) to a daemon whose image the author chose.
             return (
@@ -149,6 +149,19 @@ def tls_material(
             return None, None, f"Secret {tls.secret_name}: " + "; ".join(problems)
         return None, tls_hash(data), None
     return None, None, None
+
+
+def _own_server_secret(builder: Builder, secret: Mapping[str, Any]) -> bool:
+    """This Builder's own server Secret, still owned by it: naming it is how its owner
+    freezes the certificate auto mode issued (the daemons keep serving it, and it is kept
+    while they mount it). Its keys are the daemon's own already; the CA's and the client's
+    are never taken this way (the CA Secret is another name, and neither holds a serverAuth
+    certificate)."""
+    meta = secret.get("metadata") or {}
+    if meta.get("name") != ChildNames(builder.name).server_secret or not builder.uid:
+        return False
+    refs = [r for r in meta.get("ownerReferences") or [] if r.get("kind") == "Builder"]
+    return bool(refs) and all(r.get("uid") == builder.uid for r in refs)
 
 
 def operator_managed(obj: Mapping[str, Any]) -> str | None:
