@@ -141,6 +141,7 @@ class Proc:
     uid: int
     state: str
     cap_eff: int
+    cap_bnd: int
     name: str
 
 
@@ -154,6 +155,7 @@ def read_proc(pid: int) -> Proc:
         uid=int(fields["Uid"].split()[1]),  # effective uid, as the host sees it
         state=fields["State"].split()[0],
         cap_eff=int(fields["CapEff"], 16),
+        cap_bnd=int(fields["CapBnd"], 16),
         name=fields["Name"],
     )
 

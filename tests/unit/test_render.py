@@ -138,6 +138,19 @@ def test_rootless_is_the_default_and_unprivileged() -> None:
     assert first_pod()["securityContext"]["fsGroup"] == 1000
 
 
+def test_rootless_drops_every_capability_but_the_id_maps() -> None:
+    """rootlesskit's newuidmap/newgidmap gain CAP_SETUID/CAP_SETGID at exec (file
+    capabilities, or setuid root), which needs both in the bounding set and no_new_privs
+    off; nothing else in the container needs a capability of the node's.
+    allowPrivilegeEscalation stays unset: false sets no_new_privs, and true is what the
+    chart's Deployment policy refuses in a namespace that did not opt in."""
+    security = first_container()["securityContext"]
+    capabilities = security["capabilities"]
+    assert capabilities["drop"] == ["ALL"]
+    assert sorted(capabilities["add"]) == ["SETGID", "SETUID"]
+    assert "allowPrivilegeEscalation" not in security
+
+
 def test_rootful_is_privileged_with_the_root_layout() -> None:
     c = first_container({"rootless": False})
     assert c["securityContext"]["privileged"] is True

@@ -138,6 +138,13 @@ def _security_context(builder: Builder) -> dict[str, Any]:
         # AppArmor profiles forbid both.
         "seccompProfile": {"type": "Unconfined"},
         "appArmorProfile": {"type": "Unconfined"},
+        # The container's own capabilities: none but what newuidmap and newgidmap gain from
+        # their file capabilities (or setuid root), which the bounding set must still hold
+        # to write rootlesskit's uid and gid maps. rootlesskit and buildkitd get theirs from
+        # the user namespace rootlesskit creates, whose bounding set the kernel fills anew.
+        # allowPrivilegeEscalation stays unset: false (no_new_privs) would keep newuidmap
+        # from gaining those two at exec.
+        "capabilities": {"drop": ["ALL"], "add": ["SETUID", "SETGID"]},
     }
 
 
