@@ -74,7 +74,8 @@ class BuilderSpec(CamelModel):
         True,
         description=(
             "Run buildkitd rootless (uid 1000, no process sandbox, seccomp and AppArmor "
-            "Unconfined, not privileged); false runs it privileged as root."
+            "Unconfined, every capability dropped but SETUID and SETGID, not privileged); "
+            "false runs it privileged as root."
         ),
     )
     security_profile: SecurityProfile | None = Field(
@@ -82,7 +83,8 @@ class BuilderSpec(CamelModel):
         description=(
             "How each daemon is isolated; unset follows rootless (true: rootless, false: "
             "privileged). rootless (the default): buildkitd as uid 1000 under rootlesskit, "
-            "not privileged, seccomp and AppArmor Unconfined; pick it first. userns: "
+            "not privileged, seccomp and AppArmor Unconfined, every capability dropped but "
+            "SETUID and SETGID (for newuidmap); pick it first. userns: "
             "buildkitd as root in a pod of its own user namespace (hostUsers: false, "
             "privileged inside it only: root in the pod is an unprivileged uid on the node); "
             "pick it where rootless fails (AppArmor or policy blocking newuidmap and nested "
