@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -33,11 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cgroups import cgroup_parent, kill_cgroup, remove_cgroup
+from localcluster.processes import directory_lock
 
 HACK_DIR = Path(__file__).resolve().parent
 REPO = HACK_DIR.parent
@@ -149,18 +149,6 @@ def kubernetes_source() -> Path:
     if result.returncode != 0 or not (directory / "build/pause/linux/pause.c").is_file():
         raise ImageError("cannot find build/pause/linux/pause.c in the k8s.io/kubernetes module")
     return directory
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """One builder at a time per cache: another run waits and then finds the images made."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def debian_rootfs(packages: Sequence[str], cache: Path) -> Path:
@@ -503,7 +491,8 @@ def build(only: Sequence[str] = ()) -> dict[str, Path]:
     """Build the images not in the cache; returns {image name: OCI tarball}."""
     cache = cache_dir()
     buildkit_bin = tool_bin("buildkit")
-    with _locked(cache):
+    # One builder at a time per cache: another run waits and then finds the images made.
+    with directory_lock(cache):
         wanted = recipes(buildkit_bin, cache, only)
         tarballs = {r.key: r.tarball(cache) for r in wanted}
         missing = [r for r in wanted if not r.tarball(cache).exists()]
