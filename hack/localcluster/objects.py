@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -198,6 +199,7 @@ class ClusterObjects:
                 if live is not None and live["metadata"]["uid"] == claim["uid"]:
                     continue  # still in use
             name = pv["metadata"]["name"]
+            _scrub(pv)
             patch = {
                 "metadata": {"resourceVersion": pv["metadata"]["resourceVersion"]},
                 "spec": {"claimRef": None},
@@ -210,3 +212,25 @@ class ClusterObjects:
                 raise
             recycled.append(name)
         return recycled
+
+
+def _scrub(pv: dict) -> None:
+    """Empty a pool volume's directory before it is offered again, as the old ``Recycle``
+    reclaim policy did (``rm -rf /scrub/*``): a recycled volume must not hand the next test's
+    Builder the last one's build cache (its "cold" build would find every step cached).
+
+    Only directories named after the volume are touched: that is how the pool and the real
+    node's local volumes are laid out, and it keeps a mislabelled volume from emptying
+    anything else. A directory on another machine (not here) is left alone."""
+    spec = pv.get("spec", {})
+    path = (spec.get("local") or spec.get("hostPath") or {}).get("path")
+    if not path:
+        return
+    directory = Path(path)
+    if directory.name != pv["metadata"]["name"] or not directory.is_dir():
+        return
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,6 +126,10 @@ def test_released_volume_is_recycled(
 ) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=_pvc("once", "fast-ssd"))
     volume_name = _wait_bound(kubectl, namespace, "once")["spec"]["volumeName"]
+    # What a daemon left on it (its build cache): the next claim must not find it.
+    directory = Path(kubectl.json("get", "pv", volume_name)["spec"]["hostPath"]["path"])
+    (directory / "buildkit" / "runc-overlayfs").mkdir(parents=True, exist_ok=True)
+    (directory / "buildkit" / "cache.db").write_text("a previous tenant's cache")
     kubectl("delete", "pvc", "once", "-n", namespace, "--wait=true", timeout=60)
 
     def recycled() -> bool:
@@ -133,6 +138,7 @@ def test_released_volume_is_recycled(
         return volume["status"]["phase"] == "Available" and not volume["spec"].get("claimRef")
 
     wait_for(recycled, f"volume {volume_name} to be Available again", timeout=60)
+    assert directory.is_dir() and list(directory.iterdir()) == []
 
 
 def test_garbage_collector_deletes_dependants(kubectl: Kubectl, namespace: str) -> None:
