@@ -32,6 +32,9 @@ ANNOTATION_TLS_HASH = "buildkit.dev/tls-hash"
 # On a Builder's ConfigMap: the spec the operator last applied (JSON), written only with the
 # operator's apply of that ConfigMap; what runs falls back on it while the spec is unusable.
 ANNOTATION_APPLIED_SPEC = "buildkit.dev/applied-spec"
+# On each child but Secrets: a digest of the object as the operator last applied it, to tell
+# a value a mutating admission keeps from a new intent (``reconcile/admitted.py``).
+ANNOTATION_INTENT = "buildkit.dev/intent"
 # A sleeping daemon's Deployment: since when it has been idle (scale to zero).
 ANNOTATION_IDLE_SINCE = "buildkit.dev/idle-since"
 # On a Builder: a wake request, set by `buildkit-operator connect` and `wake`.

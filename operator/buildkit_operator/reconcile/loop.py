@@ -42,6 +42,7 @@ from .report import (
     certificate_not_after,
     record_actions,
     record_phase_event,
+    record_rewrites,
     report_invalid,
     write_status,
 )
@@ -150,6 +151,7 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
     )
     written = write_status(kube, obj, status)
     record_phase_event(kube, obj, previous, status, written)
+    record_rewrites(kube, obj, previous, status, written)
     return Outcome(
         phase=status["phase"],
         actions=tuple(f"{a.verb} {a.kind} {a.name}" for a in applied.done),

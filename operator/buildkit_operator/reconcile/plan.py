@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from ..api import API_VERSION, KIND, BuilderSpec, quantity_bytes
+from ..api import API_VERSION, KIND, BuilderSpec
 from ..api.daemons import Activity
 from ..api.names import (
     ANNOTATION_APPLIED_SPEC,
@@ -43,7 +43,8 @@ from ..api.names import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
-from . import userns
+from . import admitted, userns
+from .claims import claim_in_place, claim_notice
 from .drift import (
     Schema,
     default_schema,
@@ -67,8 +68,6 @@ _RECREATE_PATHS: dict[str, tuple[str, ...]] = {
 }
 # What the API server refuses to change in place on a workload someone else made.
 _IMMUTABLE_PATHS: dict[str, tuple[str, ...]] = {"Deployment": ("spec.selector",)}
-# A claim's spec is immutable but for its size, which may only grow.
-_CLAIM_FIXED = ("storageClassName", "accessModes", "volumeMode")
 _TLS_HASH_PATH = f"spec.template.metadata.annotations.{ANNOTATION_TLS_HASH}"
 # The spec last applied, kept on the ConfigMap: a record, not something that runs.
 _APPLIED_SPEC_PATH = f"metadata.annotations.{ANNOTATION_APPLIED_SPEC}"
@@ -109,37 +108,6 @@ def _describe(kind: str, name: str, paths: Iterable[str]) -> list[str]:
     return [f"{kind} {name}: {p}" for p in paths]
 
 
-def _claim_in_place(
-    want: Mapping[str, Any], have: Mapping[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
-    """The claim as it can be applied (the live class, modes and a size never smaller), and
-    what of the spec it cannot take."""
-    want_spec = dict(want.get("spec") or {})
-    have_spec = have.get("spec") or {}
-    kept: list[str] = []
-    for key in _CLAIM_FIXED:
-        if key in want_spec and key in have_spec and want_spec[key] != have_spec[key]:
-            kept.append(f"spec.{key} is {have_spec[key]} (spec: {want_spec[key]})")
-            want_spec[key] = have_spec[key]
-    try:
-        wanted = want_spec["resources"]["requests"]["storage"]
-        current = have_spec["resources"]["requests"]["storage"]
-        if quantity_bytes(str(wanted)) < quantity_bytes(str(current)):
-            kept.append(f"size is {current} (spec: {wanted})")
-            want_spec["resources"] = {"requests": {"storage": current}}
-    except (KeyError, TypeError, ValueError):
-        pass
-    return {**want, "spec": want_spec}, kept
-
-
-def _claim_notice(name: str, kept: list[str]) -> str:
-    return (
-        f"PersistentVolumeClaim {name}: {'; '.join(kept)}; a claim cannot change this in "
-        f"place, so the cache is kept as it is: delete the claim to have it made anew "
-        f"(its cache is lost)"
-    )
-
-
 def plan(
     spec: BuilderSpec,
     desired: Iterable[Mapping[str, Any]],
@@ -172,6 +140,7 @@ def plan(
     waiting: list[str] = []
     conflicts: list[str] = []
     kept: list[str] = []
+    rewritten: list[str] = []
     blocked: set[Key] = set()  # objects a daemon mounts that are not ours
 
     def whose(obj: Mapping[str, Any]) -> str:
@@ -189,7 +158,8 @@ def plan(
             if kind == WORKLOAD_KIND and spec.no_create:
                 missing.append(f"{kind} {name}")
             elif not hold_creates:
-                actions.append(Action("create", kind, name, userns.first_write(want), "absent"))
+                first = admitted.stamped(userns.first_write(want))
+                actions.append(Action("create", kind, name, first, "absent"))
             continue
         if (have.get("metadata") or {}).get("deletionTimestamp"):
             waiting.append(f"{kind} {name} is being deleted")
@@ -217,9 +187,9 @@ def plan(
             continue
 
         if kind == CLAIM_KIND:
-            want, claim_kept = _claim_in_place(want, have)
+            want, claim_kept = claim_in_place(want, have)
             if claim_kept:
-                kept.append(_claim_notice(name, claim_kept))
+                kept.append(claim_notice(name, claim_kept))
         dropped = kind == WORKLOAD_KIND and userns.host_users_dropped(want, have)
         if dropped:
             # The API server does not keep hostUsers: false (see ``userns``): the daemon
@@ -227,9 +197,15 @@ def plan(
             want = userns.zeroed(want)
             if userns.has_replicas(have):
                 actions.append(userns.scale_action(name))
-        paths = object_differences(want, have, schema) + stale_fields(want, have, FIELD_MANAGER)
+        want = admitted.stamped(want)
+        compared = admitted.as_live(want, have)
+        paths = object_differences(compared, have, schema)
+        paths += stale_fields(compared, have, FIELD_MANAGER)
         if dropped:
             paths = [p for p in paths if p not in (userns.HOST_USERS, userns.REPLICAS)]
+        kept_as_admitted = admitted.rewritten(want, have, paths, FIELD_MANAGER)
+        rewritten += _describe(kind, name, kept_as_admitted)
+        paths = [p for p in paths if p not in kept_as_admitted]
         if not paths:
             continue
         is_tls_secret = kind == "Secret" and _component(want) == "tls"
@@ -320,6 +296,7 @@ def plan(
         tuple(kept),
         tuple(held),
         disruptive,
+        tuple(rewritten),
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from ..api import Builder
 from ..cluster import Kube
 from ..pki import TLSBundle
+from . import admitted
 from .status import invalid_status
 from .types import Action, Outcome
 
@@ -102,6 +103,30 @@ def record_phase_event(
         kube.event(obj, "Warning", event_reason, str(status["message"]))
     elif phase == "Ready" and before in _WARNING_PHASES:
         kube.event(obj, "Normal", "Ready", str(status["message"]))
+
+
+def _drifted(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    found = [c for c in status.get("conditions") or () if c.get("type") == "Drifted"]
+    return found[0] if found else {}
+
+
+def record_rewrites(
+    kube: Kube,
+    obj: dict[str, Any],
+    previous: Mapping[str, Any],
+    status: Mapping[str, Any],
+    written: bool,
+) -> None:
+    """One Event when the fields an admission keeps as it likes first show, or change: the
+    status says it from then on, and a Builder at rest records nothing."""
+    if not written:
+        return
+    now, before = _drifted(status), _drifted(previous)
+    if now.get("reason") != admitted.REASON:
+        return
+    if (before.get("reason"), before.get("message")) == (now.get("reason"), now.get("message")):
+        return
+    kube.event(obj, "Normal", admitted.REASON, str(now.get("message")))
 
 
 def report_invalid(

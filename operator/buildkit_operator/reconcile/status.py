@@ -22,6 +22,7 @@ from ..api import (
 )
 from ..api.daemons import Daemon
 from ..api.names import ChildNames
+from . import admitted
 from .types import WORKLOAD_KIND, Plan
 
 
@@ -203,6 +204,8 @@ def compute_status(
         drift_reason = "NoRecreate" if spec.no_recreate else "CannotChangeInPlace"
     else:
         drift_reason = "CacheClaimKept" if plan.kept else "InSync"
+    if drift_reason == "InSync" and plan.rewritten:
+        drift_reason = admitted.REASON
     if progressing and holds and not any(h.why.startswith("waits for") for h in plan.held):
         progress_reason = "WaitingForIdle"
         progress_message = (
@@ -236,7 +239,11 @@ def compute_status(
             "Drifted",
             bool(held),
             drift_reason,
-            "; ".join(held[:10]) if held else "live objects match the spec",
+            "; ".join(held[:10])
+            if held
+            else admitted.describe(plan.rewritten)
+            if plan.rewritten
+            else "live objects match the spec",
         ),
         condition(
             "Degraded",

@@ -72,6 +72,9 @@ class Plan:
     held: tuple[Held, ...] = ()  # changes that would stop a daemon, waiting for it to be idle
     # Daemons a planned or held change would stop: the ones whose activity matters.
     disruptive: tuple[str, ...] = ()
+    # Fields a mutating admission keeps other than applied, left as admitted (``admitted``):
+    # "Deployment x-0: spec.template.spec.containers[buildkitd].image".
+    rewritten: tuple[str, ...] = ()
 
     @property
     def converged(self) -> bool:
