@@ -210,7 +210,7 @@ def test_an_image_rewritten_to_a_mirror_settles_ready(
     mutate("mirror")
     k.apply(builder("mir", namespace, cache=EPHEMERAL))
     _settled_ready(k, namespace, "mir")
-    image = _buildkitd(k, namespace, "mir")["image"]
+    image = _buildkitd(k, namespace, "mir-0")["image"]
     assert image.startswith(MIRROR), image
     _assert_quiet(k, cluster, namespace, "mir")
     obj = _settled_ready(k, namespace, "mir")
@@ -231,7 +231,7 @@ def test_an_image_rewritten_to_a_mirror_settles_ready(
         60,
     )
     _settled_ready(k, namespace, "mir")
-    assert _buildkitd(k, namespace, "mir")["image"].startswith(MIRROR)
+    assert _buildkitd(k, namespace, "mir-0")["image"].startswith(MIRROR)
     _assert_quiet(k, cluster, namespace, "mir")
 
 
@@ -241,7 +241,7 @@ def test_a_memory_limit_an_admission_sets_settles_ready(
     mutate("memory")
     k.apply(builder("mem", namespace, cache=EPHEMERAL, resources={"limits": {"memory": "512Mi"}}))
     _settled_ready(k, namespace, "mem")
-    assert _buildkitd(k, namespace, "mem")["resources"]["limits"]["memory"] == "1Gi"
+    assert _buildkitd(k, namespace, "mem-0")["resources"]["limits"]["memory"] == "1Gi"
     _assert_quiet(k, cluster, namespace, "mem")
     obj = _settled_ready(k, namespace, "mem")
     assert condition(obj, "Progressing")["status"] == "False"
@@ -255,14 +255,14 @@ def test_a_hand_edit_of_a_rewritten_field_is_repaired(
     mutate("mirror")
     k.apply(builder("edt", namespace, cache=EPHEMERAL))
     _settled_ready(k, namespace, "edt")
-    admitted = _buildkitd(k, namespace, "edt")["image"]
+    admitted = _buildkitd(k, namespace, "edt-0")["image"]
     assert admitted.startswith(MIRROR), admitted
     settle(cluster, namespace, timeout=60)
     # Another registry: the policy leaves it, so only the operator can put it back.
     k("set", "image", "deployment/edt-0", "-n", namespace, "buildkitd=registry.invalid/other:1")
     wait_until(
         "the edited image repaired",
-        lambda: _buildkitd(k, namespace, "edt")["image"] == admitted,
+        lambda: _buildkitd(k, namespace, "edt-0")["image"] == admitted,
         60,
     )
     _assert_quiet(k, cluster, namespace, "edt")
