@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from harness import (
     builder,
+    child_writes,
     condition,
     events_of,
     get,
@@ -24,6 +25,7 @@ from harness import (
     wait_until,
     writes_in,
 )
+from operator_process import OperatorProcess
 
 from localcluster.kubectl import Kubectl
 
@@ -243,7 +245,11 @@ def test_an_image_rewritten_to_a_mirror_settles_ready(
 
 
 def test_a_memory_limit_an_admission_sets_settles_ready(
-    k: Kubectl, namespace: str, cluster: Any, mutate: Callable[..., None]
+    k: Kubectl,
+    namespace: str,
+    cluster: Any,
+    mutate: Callable[..., None],
+    operator_under_test: OperatorProcess,
 ) -> None:
     mutate("memory")
     k.apply(builder("mem", namespace, cache=EPHEMERAL, resources={"limits": {"memory": "512Mi"}}))
@@ -252,6 +258,20 @@ def test_a_memory_limit_an_admission_sets_settles_ready(
     _assert_quiet(k, cluster, namespace, "mem")
     obj = _settled_ready(k, namespace, "mem")
     assert condition(obj, "Progressing")["status"] == "False"
+    told = _naming(k, namespace, "mem", MEMORY)
+    assert len(told) == 1, [e["message"] for e in events_of(k, namespace, "mem")]
+    # What is left as admitted is known again after a restart of the operator, from what
+    # the API server keeps. A deleted Service shows the restarted operator's pass: it is
+    # made anew, and nothing else is written.
+    since = time.time()
+    operator_under_test.restart()
+    k("delete", "service", "mem", "-n", namespace)
+    wait_until("the Service made anew", lambda: get(k, "service", "mem", namespace), 90)
+    time.sleep(WINDOW / 4)
+    writes = child_writes(cluster, namespace, since)
+    assert writes, "no write by the restarted operator"
+    others = [w for w in writes if not w.split("?", 1)[0].endswith("/services/mem")]
+    assert others == [], f"writes after a restart: {others[:6]}"
     told = _naming(k, namespace, "mem", MEMORY)
     assert len(told) == 1, [e["message"] for e in events_of(k, namespace, "mem")]
 

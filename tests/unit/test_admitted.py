@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from buildkit_operator.api import Builder
 from buildkit_operator.api.daemons import daemons as daemon_slots
+from buildkit_operator.cluster import Kube
 from buildkit_operator.pki import ensure_tls
 from buildkit_operator.reconcile import admitted
 from buildkit_operator.reconcile.plan import plan
+from buildkit_operator.reconcile.report import record_rewrites
 from buildkit_operator.reconcile.status import compute_status, daemon_state
 from buildkit_operator.reconcile.types import Plan
 from buildkit_operator.render import render_builder, server_sans
@@ -176,3 +178,33 @@ def test_the_status_says_so_while_ready() -> None:
     (drifted,) = [c for c in status["conditions"] if c["type"] == "Drifted"]
     assert drifted["status"] == "False" and drifted["reason"] == "AdmissionRewrote"
     assert IMAGE in drifted["message"] and "admission" in drifted["message"]
+
+
+class _Events:
+    """Records the Events a report would send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    def event(self, obj: Any, type_: str, reason: str, message: str) -> None:
+        self.sent.append((type_, reason, message))
+
+
+def _with_drifted(reason: str, message: str) -> dict[str, Any]:
+    return {
+        "conditions": [{"type": "Drifted", "status": "False", "reason": reason, "message": message}]
+    }
+
+
+def test_one_event_when_the_rewritten_fields_first_show_and_none_at_rest() -> None:
+    now = _with_drifted("AdmissionRewrote", admitted.describe([f"Deployment team-a-0: {IMAGE}"]))
+    before = _with_drifted("InSync", "live objects match the spec")
+    kube = _Events()
+    record_rewrites(cast(Kube, kube), {}, before, now, written=True)
+    ((type_, _reason, message),) = kube.sent
+    # Not a failure: the Builder runs, as the cluster's admission wants it.
+    assert type_ == "Normal" and IMAGE in message and "admission" in message
+    record_rewrites(cast(Kube, kube), {}, now, now, written=True)
+    record_rewrites(cast(Kube, kube), {}, before, now, written=False)
+    record_rewrites(cast(Kube, kube), {}, now, before, written=True)
+    assert len(kube.sent) == 1
