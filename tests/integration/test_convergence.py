@@ -3,8 +3,8 @@
 - Convergence: Hypothesis draws valid Builders over every field of the contract (lists
   whose items share keys, quantities in every spelling, raw config, each TLS mode); each is
   applied, and the operator must come to rest in the phase the spec leads to (Ready, or
-  Degraded, Unschedulable, where no node matches its nodeSelector): no write (from the API server's audit
-  log) and no Event for a window, whatever the spec.
+  Degraded, Unschedulable, where no node matches its nodeSelector): no write (from the API
+  server's audit log) and no Event for a window, whatever the spec.
 - Hand edits: a random field the operator owns (read from the live object's managedFields,
   as the API server recorded them) of a random child is changed by hand, labels, Secret
   data and the keys of list items included; it is repaired within seconds (a certificate
