@@ -67,3 +67,30 @@ def test_an_older_event_never_replaces_a_newer_write() -> None:
     c.remember(secret("a", 15))
     c._put(secret("a", 14))
     assert cached(c)["metadata"]["resourceVersion"] == "15"
+
+
+def test_pods_are_kept_apart_from_the_children_without_their_spec() -> None:
+    """A pass must never plan to delete a pod (it is no child it renders), and a pod's spec,
+    which the operator never reads, is not held in memory."""
+    c, woken = cache()
+    pod = {
+        "kind": "Pod",
+        "metadata": {
+            "name": "b-0-7c9d8f5b6-x7k2p",
+            "namespace": "ns",
+            "uid": "p",
+            "resourceVersion": "5",
+            "labels": LABELS,
+            "managedFields": [{"manager": "kube-controller-manager"}],
+        },
+        "spec": {"containers": [{"name": "x", "env": [{"name": "TOKEN", "value": "s3cret"}]}]},
+        "status": {"phase": "Running"},
+    }
+    c._put(pod)  # a watch event
+    c.remember({**pod, "metadata": {**pod["metadata"], "resourceVersion": "6"}})
+    assert c.children("ns", "b") == {}
+    (kept,) = c.pods("ns", "b")
+    assert kept["status"] == {"phase": "Running"} and "spec" not in kept
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"]["resourceVersion"] == "5"  # a write's answer is never a pod
+    assert woken and woken[-1]["kind"] == "Pod"  # its change wakes its Builder

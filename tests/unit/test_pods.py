@@ -167,6 +167,15 @@ def test_a_crash_loop_reads_the_same_on_every_restart() -> None:
     assert daemon_cause([running], deployment(), NOW) == first
 
 
+def test_a_single_restart_is_no_crash_loop() -> None:
+    once = crash_loop(restarts=1)
+    status = once["status"]["containerStatuses"][0]
+    status["state"] = {"running": {"startedAt": "2026-11-24T11:59:00Z"}}
+    assert daemon_cause([once], deployment(), NOW) is None
+    # Its first back-off is: the kubelet waits only from the second exit on.
+    assert daemon_cause([crash_loop(restarts=1)], deployment(), NOW) is not None
+
+
 def test_oom_killed_is_its_own_cause() -> None:
     oom = crash_loop()
     last = oom["status"]["containerStatuses"][0]["lastState"]["terminated"]

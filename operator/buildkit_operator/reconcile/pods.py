@@ -138,11 +138,14 @@ def _container_cause(pod: str, container: Mapping[str, Any]) -> Cause | None:
             f"{what} cannot be created: {waiting.get('message') or reason}; fix what it "
             "names (a missing Secret or ConfigMap, a securityContext the image cannot meet)",
         )
-    # A container that exited and is not ready again: between two crashes it is running
-    # (not ready) or waiting in back-off; both are one crash loop, so the status holds
-    # still while it goes round.
+    # The kubelet restarts a container that exited once at once, and holds it in back-off
+    # (CrashLoopBackOff) from its second exit on, restarting it after each wait: between
+    # two crashes it is running (not ready) with two restarts or more. Both are one crash
+    # loop, so the status holds still while it goes round; a single restart (a liveness
+    # probe's, a daemon that then starts) is none.
     ended = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
-    if not ended:
+    looping = reason == "CrashLoopBackOff" or int(container.get("restartCount") or 0) >= 2
+    if not ended or not looping:
         return None
     code = ended.get("exitCode")
     if ended.get("reason") == "OOMKilled":
