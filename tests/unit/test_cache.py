@@ -94,3 +94,18 @@ def test_pods_are_kept_apart_from_the_children_without_their_spec() -> None:
     assert "managedFields" not in kept["metadata"]
     assert kept["metadata"]["resourceVersion"] == "5"  # a write's answer is never a pod
     assert woken and woken[-1]["kind"] == "Pod"  # its change wakes its Builder
+
+
+def test_a_refused_watch_of_pods_leaves_the_children_fresh() -> None:
+    """An operator upgraded without its chart's RBAC: the pods' watch never lists. The
+    children's cache is still used (no 30 s wait, no LIST of every kind on each pass)."""
+    import threading
+    import time
+
+    c, _ = cache()
+    for kind in ("Deployment", "Pod"):
+        c._synced[(kind, "")] = threading.Event()
+    c._synced[("Deployment", "")].set()
+    c._heard[("Deployment", "")] = time.monotonic()
+    assert c.fresh() and not c.fresh(pods=True)
+    assert c.wait_synced(0.01)

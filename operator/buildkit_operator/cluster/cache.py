@@ -102,16 +102,24 @@ class ChildCache:
         self._stop.set()
 
     def wait_synced(self, timeout: float) -> bool:
+        """Wait for the children's watches to have listed (not the pods': a pass needs
+        them only for a daemon that does not run, and lists them itself meanwhile)."""
         deadline = time.monotonic() + timeout
         return all(
-            event.wait(max(0.0, deadline - time.monotonic())) for event in self._synced.values()
+            event.wait(max(0.0, deadline - time.monotonic()))
+            for key, event in self._synced.items()
+            if key[0] not in OBSERVED
         )
 
-    def fresh(self) -> bool:
+    def fresh(self, *, pods: bool = False) -> bool:
+        """Whether the children's watches (or, with ``pods``, the pods') are current: a
+        watch of pods refused (an operator upgraded without its chart's RBAC) costs the
+        causes in the status, never the cache of the children."""
         now = time.monotonic()
-        return bool(self._synced) and all(
-            event.is_set() and now - self._heard.get(key, 0.0) < WATCH_FRESH
-            for key, event in self._synced.items()
+        keys = [key for key in self._synced if (key[0] in OBSERVED) == pods]
+        return bool(keys) and all(
+            self._synced[key].is_set() and now - self._heard.get(key, 0.0) < WATCH_FRESH
+            for key in keys
         )
 
     def children(self, namespace: str, label: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -251,29 +251,32 @@ class Kube:
         return found
 
     def daemon_pods(self, namespace: str, builder: str) -> list[dict[str, Any]]:
-        """The pods of a Builder's daemons (by the operator's labels, which its Deployments
-        give their pods), for why a daemon does not run: from the cache while its watches
-        are current, else listed. Only their metadata and status are used.
-
-        The operator reads only the pods it labelled, never other workloads' (the request
-        names its label selector), and it may read every Secret of the namespaces it serves
-        already: a pod's spec tells it nothing it could not read there."""
+        """The pods of a Builder's daemons, by the labels its Deployments give them, for why
+        a daemon does not run (their status; never their spec): cached, else listed. Only
+        the pods it labelled are asked for, and it reads the namespace's Secrets already:
+        a pod's spec tells it nothing it could not read there."""
         label = label_value(builder)
-        if self.cache is not None and self.cache.fresh():
+        if self.cache is not None and self.cache.fresh(pods=True):
             return self.cache.pods(namespace, label)
         selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_BUILDER}={label}"
         url = f"{self.host}/api/v1/namespaces/{namespace}/pods?" + urlencode(
             {"labelSelector": selector}
         )
-        items = with_retries(lambda: self.raw("GET", url)).get("items") or []
+        try:
+            items = with_retries(lambda: self.raw("GET", url)).get("items") or []
+        except ApiException as err:
+            if err.status != 403:
+                raise
+            log.warning("pods of %s/%s unreadable, no causes: %s", namespace, builder, err.reason)
+            return []
         for item in items:
             item.pop("spec", None)
         return sorted(items, key=lambda item: str(item["metadata"]["name"]))
 
     def daemon_addresses(self, namespace: str, service: str) -> dict[str, str]:
         """Pod name → IP of the pods behind a Builder's Service that serve (not terminating),
-        from its EndpointSlices: what the operator needs to ask a daemon whether it builds,
-        without the right to read pods (whose specs may hold other workloads' secrets)."""
+        from its EndpointSlices (which say which pods serve): what the operator needs to ask
+        a daemon whether it builds."""
         url = (
             f"{self.host}/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?"
             + urlencode({"labelSelector": f"kubernetes.io/service-name={service}"})
