@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import signal
 import socket
 import subprocess
@@ -71,6 +72,9 @@ def test_logs_exec_and_port_forward_reach_the_daemon(
     )  # fmt: skip
     try:
         assert proc.stdout is not None
+        # The lines come while the forward runs, not when it ends (Ctrl-C).
+        readable, _, _ = select.select([proc.stdout], [], [], 60)
+        assert readable, "connect printed no buildctl line within 60s of forwarding"
         line = proc.stdout.readline()
         assert line.startswith("buildctl "), line
         assert f"tcp://127.0.0.1:{port}" in line, line
