@@ -60,6 +60,7 @@ def test_logs_exec_and_port_forward_reach_the_daemon(
     # connect --port-forward as a user runs it: kubectl on PATH, its output read from a pipe.
     port = free_port()
     env = {**os.environ, "PATH": f"{kubectl.binary.parent}:{os.environ['PATH']}"}
+    env.pop("PYTHONUNBUFFERED", None)  # a user's shell has none: stdout to a pipe is buffered
     proc = subprocess.Popen(
         [str(OPERATOR_CLI), "connect", name, "-n", ns, "--port-forward",
          "--local-port", str(port), "--output-dir", str(tmp_path / "certs"),
