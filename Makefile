@@ -64,14 +64,8 @@ check: $(VENV)/.installed lint ## before a push (a few minutes): lint, the unit 
 	$(PY) -m pytest tests/unit
 	$(PY) -m pytest tests/integration -m smoke
 
-TIERS := unit integration e2e node chaos
-
-test: $(VENV)/.installed lint ## run every test tier: unit, integration (real control plane), e2e (real BuildKit), node (real kubelet), chaos (one short round); prints each tier's time
-	@rm -f .tier-times; set -e; for tier in $(TIERS); do \
-		start=$$(date +%s); \
-		$(PY) -m pytest tests/$$tier --durations=10; \
-		echo "tier $$tier: $$(( $$(date +%s) - start )) s" >> .tier-times; \
-	done; cat .tier-times; rm -f .tier-times
+test: $(VENV)/.installed lint ## run every test tier: unit, e2e (real BuildKit), integration (real control plane) beside node (real kubelet), chaos (one short round); prints each tier's time (BKO_TEST_SERIAL=1: one tier at a time)
+	@PY=$(PY) hack/test-tiers.sh
 
 test-unit: $(VENV)/.installed ## fast tests of the pure parts
 	$(PY) -m pytest tests/unit

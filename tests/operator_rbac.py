@@ -31,6 +31,9 @@ NEEDED: frozenset[Grant] = frozenset(
         ("", "events", "create"),
         # The addresses of a Builder's daemons behind its Service (kube.daemon_addresses).
         ("discovery.k8s.io", "endpointslices", "list"),
+        # Its daemons' pods, listed and watched for their status (kube.daemon_pods, the
+        # children's cache): never read one by name, nor its log.
+        *(("", "pods", v) for v in ("list", "watch")),
     }
 )
 

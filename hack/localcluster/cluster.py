@@ -196,7 +196,7 @@ class LocalCluster(ClusterObjects, Faults):
         """Remove what a previous cluster left here (only the paths this module creates)."""
         for name in ("etcd", "pki", "config", "volumes", "kwok-home", "logs"):
             shutil.rmtree(self.dir / name, ignore_errors=True)
-        for name in ("kubeconfig", "audit.log", "state.json"):
+        for name in ("kubeconfig", "audit.log", "state.json", config.EGRESS_SOCKET):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / name).unlink()
 

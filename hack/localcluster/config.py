@@ -18,6 +18,15 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 CLUSTER_NAME = "bko-local"
 
+# The API server's client identity towards kubelets (logs, exec, port-forward), named as
+# kubeadm names it; bound to the built-in ClusterRole system:kubelet-api-admin at start.
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+# The socket the API server sends its connections to nodes, pods and Services through (its
+# egress selector's "cluster" traffic, an HTTP CONNECT proxy as konnectivity's server is):
+# a real node serves it from its network namespace (hack/localnode); with none, such
+# connections fail as they would to a node nothing answers on.
+EGRESS_SOCKET = "egress.sock"
+
 # Annotation by which kwok recognises the nodes it manages.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_ANNOTATION_VALUE = "fake"
@@ -82,9 +91,34 @@ def write_config(directory: Path, audit_read_users: Sequence[str], audit_log: Pa
     (config / "audit-policy.yaml").write_text(
         yaml.safe_dump(audit_policy(audit_read_users), sort_keys=False)
     )
+    (config / "egress-selector.yaml").write_text(
+        yaml.safe_dump(egress_selector(directory), sort_keys=False)
+    )
     shutil.copyfile(KWOK_STAGES, config / "kwok-stages.yaml")
     (directory / "kwok-home").mkdir(exist_ok=True)
     audit_log.touch()
+
+
+def egress_socket(directory: Path) -> Path:
+    return directory / EGRESS_SOCKET
+
+
+def egress_selector(directory: Path) -> dict[str, Any]:
+    """The API server reaches the cluster (kubelets, pods, Services) only through the
+    socket: the nodes' addresses are in their own network namespaces, not the host's."""
+    return {
+        "apiVersion": "apiserver.k8s.io/v1beta1",
+        "kind": "EgressSelectorConfiguration",
+        "egressSelections": [
+            {
+                "name": "cluster",
+                "connection": {
+                    "proxyProtocol": "HTTPConnect",
+                    "transport": {"uds": {"udsName": str(egress_socket(directory))}},
+                },
+            }
+        ],
+    }
 
 
 # The components' command lines: ``directory`` is the cluster's, ``ports`` its State's.
@@ -145,6 +179,13 @@ def apiserver_args(directory: Path, ports: Mapping[str, int], audit_log: Path) -
         # watch), so the taint would stay and keep pods off the nodes.
         "--disable-admission-plugins=TaintNodesByCondition",
         "--profiling=false",
+        # Kubelets (logs, exec, port-forward) as a real cluster reaches them: at the node's
+        # InternalIP, through the egress socket, each side checking the other's certificate.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        f"--kubelet-certificate-authority={pki}/ca.crt",
+        f"--kubelet-client-certificate={pki}/apiserver-kubelet-client.crt",
+        f"--kubelet-client-key={pki}/apiserver-kubelet-client.key",
+        f"--egress-selector-config-file={directory}/config/egress-selector.yaml",
     ]
 
 

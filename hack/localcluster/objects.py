@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .api import ApiError, wait_for
+from .config import KUBELET_CLIENT_USER
 from .manifests import (
     VOLUME_LABEL,
     NodeSpec,
@@ -48,6 +49,7 @@ class ClusterObjects:
             api.create(
                 "/apis/storage.k8s.io/v1/storageclasses", storage_class_manifest(name, index == 0)
             )
+        api.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", KUBELET_API_ADMIN)
         self.ensure_volumes()
 
     def _nodes_ready(self) -> bool:
@@ -72,6 +74,8 @@ class ClusterObjects:
             for name, count in self.storage_classes.items()
             for index in range(1, count + 1)
         ]
+        for pv in wanted:
+            _prepare_directory(Path(pv["spec"]["hostPath"]["path"]))
         missing = [pv for pv in wanted if pv["metadata"]["name"] not in existing]
         if missing:
             with ThreadPoolExecutor(max_workers=8) as pool:
@@ -212,6 +216,34 @@ class ClusterObjects:
                 raise
             recycled.append(name)
         return recycled
+
+
+# The kubelets authorize the API server's client (webhook authorization): as kubeadm binds it.
+KUBELET_API_ADMIN = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRoleBinding",
+    "metadata": {"name": "buildkit-operator.dev:kubelet-api-admin"},
+    "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "system:kubelet-api-admin",
+    },
+    "subjects": [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBELET_CLIENT_USER}
+    ],
+}
+
+
+def _prepare_directory(directory: Path) -> None:
+    """A pool volume's directory, made world-writable before any pod mounts it, as hostPath
+    provisioners do: rancher's local-path-provisioner creates each volume with
+    ``mkdir -m 0777 -p`` (the ``setup`` script of ConfigMap local-path-config in its
+    deploy/local-path-storage.yaml, run by its helper pod). The kubelet applies no fsGroup to
+    hostPath volumes, so without this a non-root daemon (rootless buildkitd, uid 1000)
+    cannot write its cache on them. (``DirectoryOrCreate`` alone makes a root-owned 0755
+    directory.) chmod, not mkdir's mode: the umask would narrow that."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o777)
 
 
 def _scrub(pv: dict) -> None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .config import CLUSTER_NAME, SERVICE_CIDR
+from .config import CLUSTER_NAME, KUBELET_CLIENT_USER, SERVICE_CIDR
 
 
 def _now() -> datetime.datetime:
@@ -207,6 +207,9 @@ def write_cluster_pki(pki: Path, config: Path, admin_kubeconfig: Path, server: s
             f"{name}-serving",
             *ca.issue(name, dns_names=("localhost",), ips=("127.0.0.1",), server=True),
         )
+
+    # The API server's client certificate towards kubelets (as kubeadm issues it).
+    save("apiserver-kubelet-client", *ca.issue(KUBELET_CLIENT_USER, client=True))
 
     # The aggregation layer's front proxy (as kubeadm sets it up): its CA is published to
     # kube-system/extension-apiserver-authentication, which delegated authentication reads.

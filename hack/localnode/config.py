@@ -158,12 +158,16 @@ state = "{d}/containerd/state"
         "healthzPort": 10248,
         "tlsCertFile": str(d / "pki" / "kubelet.crt"),
         "tlsPrivateKeyFile": str(d / "pki" / "kubelet.key"),
+        # As a real cluster's kubelet: client certificates of the cluster's CA and bearer
+        # tokens (TokenReview) authenticate, the API server decides (SubjectAccessReview):
+        # the API server's own client (logs, exec, port-forward) holds
+        # system:kubelet-api-admin, nobody else anything.
         "authentication": {
             "anonymous": {"enabled": False},
-            "webhook": {"enabled": False},
+            "webhook": {"enabled": True},
             "x509": {"clientCAFile": str(d / "pki" / "ca.crt")},
         },
-        "authorization": {"mode": "AlwaysAllow"},
+        "authorization": {"mode": "Webhook"},
         "cgroupDriver": "cgroupfs",
         "cgroupRoot": cgroup,
         "failCgroupV1": False,

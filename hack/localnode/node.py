@@ -17,6 +17,7 @@ from cgroups import kill_cgroup, make_cgroup, remove_cgroup
 from localcluster.api import ClusterError, ComponentExited, wait_for
 from localcluster.binaries import split_paths
 from localcluster.cluster import LocalCluster
+from localcluster.config import egress_socket
 from localcluster.manifests import node_is_ready
 from localcluster.processes import directory_lock
 
@@ -201,6 +202,8 @@ class LocalNode(NodeObjects, NodeProcesses):
         if cluster is None and state is not None:
             cluster = LocalCluster(state.cluster_dir)
         if cluster is not None:
+            # The supervisor removes the egress socket as it stops; not when it was killed.
+            egress_socket(cluster.dir).unlink(missing_ok=True)
             with contextlib.suppress(ClusterError, OSError):
                 if cluster.is_running():
                     cluster.api.delete(f"/api/v1/nodes/{self.name}")

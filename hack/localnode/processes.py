@@ -13,12 +13,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cgroups import cgroup_mounts, cgroup_parent
 from localcluster.api import ClusterError
+from localcluster.config import egress_socket
 from localcluster.processes import proc_cmdline, proc_state
 
 from .netns import netns_exists
+
+if TYPE_CHECKING:
+    from localcluster.cluster import LocalCluster
 
 # The command line, which runs the supervisor too (``node.py _supervise``).
 NODE_PY = Path(__file__).resolve().parent.parent / "node.py"
@@ -77,6 +82,7 @@ class NodeProcesses:
     id: str
     netns: str
     die_with_parent: bool
+    cluster: LocalCluster | None
 
     @property
     def state_file(self) -> Path:
@@ -208,6 +214,9 @@ class NodeProcesses:
                 found.append(f"cgroup {mount / cgroup.lstrip('/')}")
         if netns_exists(self.netns):
             found.append(f"netns {self.netns}")
+        cluster_dir = state.cluster_dir if state else self.cluster and self.cluster.dir
+        if cluster_dir and egress_socket(Path(cluster_dir)).exists():
+            found.append(f"socket {egress_socket(Path(cluster_dir))}")
         with open("/proc/self/mounts") as mounts:
             for line in mounts:
                 if str(self.dir) in line.split()[1]:

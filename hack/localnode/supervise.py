@@ -1,7 +1,8 @@
 """The node's supervisor (``hack/node.py _supervise``): runs inside the node's network and
 mount namespaces, shows kubelet its kernel settings, mounts the private directories, runs
-the forwarder, starts containerd, kube-proxy and kubelet, and stops them all (and what they
-started) when told to, or when the process that started the node is gone."""
+the forwarder and the API server's egress proxy, starts containerd, kube-proxy and
+kubelet, and stops them all (and what they started) when told to, or when the process
+that started the node is gone."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import time
 from pathlib import Path
 
 from cgroups import cgroup_mounts, kill_cgroup, make_cgroup, remove_cgroup
+from localcluster.config import egress_socket
 
 from .config import APISERVER_PORT, KUBELET_SYSCTLS, NODE_IP, NODE_LABEL, NODE_NAME, PRIVATE_DIRS
-from .netns import forward, libc
+from .netns import forward, libc, serve_egress
 from .processes import NodeError, NodeState, log, read_state
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -67,6 +69,16 @@ def supervise(
         threading.Thread(
             target=forward, args=(listener, host_netns_fd, state.api_port), daemon=True
         ).start()
+
+    # The API server's way to the kubelet: its egress socket, served from this namespace.
+    egress_path = egress_socket(Path(state.cluster_dir))
+    egress_path.unlink(missing_ok=True)
+    egress = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    egress.bind(str(egress_path))
+    egress_path.chmod(0o600)
+    egress.listen(64)
+    listeners.append(egress)
+    threading.Thread(target=serve_egress, args=(egress, host_netns_fd), daemon=True).start()
 
     binaries = {k: Path(v) for k, v in state.binaries.items()}
     path_env = ":".join(
@@ -147,6 +159,7 @@ def supervise(
         kill_cgroup(state.cgroup, exclude=(os.getpid(),))
         for listener in listeners:
             listener.close()
+        egress_path.unlink(missing_ok=True)
         if owner_pid is not None and not Path(f"/proc/{owner_pid}").exists():
             _remove_from_host(state, host_mnt_fd)
         log("stopped")

@@ -3,8 +3,8 @@
 - Convergence: Hypothesis draws valid Builders over every field of the contract (lists
   whose items share keys, quantities in every spelling, raw config, each TLS mode); each is
   applied, and the operator must come to rest in the phase the spec leads to (Ready, or
-  Pending where no node matches its nodeSelector): no write (from the API server's audit
-  log) and no Event for a window, whatever the spec.
+  Degraded, Unschedulable, where no node matches its nodeSelector): no write (from the API
+  server's audit log) and no Event for a window, whatever the spec.
 - Hand edits: a random field the operator owns (read from the live object's managedFields,
   as the API server recorded them) of a random child is changed by hand, labels, Secret
   data and the keys of list items included; it is repaired within seconds (a certificate
@@ -221,19 +221,19 @@ NODE_LABELS = {"kubernetes.io/arch": {"amd64", "arm64"}, "kubernetes.io/os": {"l
 def expected_phase(spec: dict[str, Any]) -> str:
     """Where a Builder of ``spec`` must come to rest on the local cluster: Ready, unless its
     nodeSelector matches no node or it asks more than a node has (its pods stay
-    unscheduled)."""
+    unscheduled: Degraded, as the scheduler says so)."""
     if spec.get("replicas", 1) == 0:
         return "Ready"
     selector = spec.get("nodeSelector") or {}
     if any(value not in NODE_LABELS.get(key, ()) for key, value in selector.items()):
-        return "Pending"
+        return "Degraded"
     # A request larger than a node's allocatable fits on no node either.
     requests = (spec.get("resources") or {}).get("requests") or {}
     if any(
         parse_quantity(value) > parse_quantity(NODE_ALLOCATABLE[resource])
         for resource, value in requests.items()
     ):
-        return "Pending"
+        return "Degraded"
     return "Ready"
 
 
@@ -271,7 +271,7 @@ SHARED_KEY_TOLERATIONS = {
 @given(spec=specs)
 @example(spec=SHARED_KEY_TOLERATIONS)
 @example(spec={"resources": {"requests": {"cpu": "0.1", "memory": "1e3"}}})
-# Found by `make fuzz`: 1e3 CPUs fit on no node; the Builder rests Pending.
+# Found by `make fuzz`: 1e3 CPUs fit on no node; the Builder rests Degraded (Unschedulable).
 @example(
     spec={
         "topologySpreadConstraints": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,9 @@ def test_released_volume_is_recycled(
     volume_name = _wait_bound(kubectl, namespace, "once")["spec"]["volumeName"]
     # What a daemon left on it (its build cache): the next claim must not find it.
     directory = Path(kubectl.json("get", "pv", volume_name)["spec"]["hostPath"]["path"])
+    # hostPath volumes get no fsGroup: the pool's directories are world-writable (as
+    # local-path-provisioner makes them), so a non-root daemon can write its cache.
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o777
     (directory / "buildkit" / "runc-overlayfs").mkdir(parents=True, exist_ok=True)
     (directory / "buildkit" / "cache.db").write_text("a previous tenant's cache")
     kubectl("delete", "pvc", "once", "-n", namespace, "--wait=true", timeout=60)
@@ -139,6 +143,18 @@ def test_released_volume_is_recycled(
 
     wait_for(recycled, f"volume {volume_name} to be Available again", timeout=60)
     assert directory.is_dir() and list(directory.iterdir()) == []
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o777
+
+
+def test_api_server_may_use_the_kubelet_api(kubectl: Kubectl) -> None:
+    """The API server's client towards kubelets (logs: GET nodes/proxy and nodes/log; exec
+    and port-forward: CREATE nodes/proxy) passes the kubelets' webhook authorization."""
+    for verb, subresource in (("get", "proxy"), ("create", "proxy"), ("get", "log")):
+        allowed = kubectl.run(
+            "auth", "can-i", verb, "nodes", f"--subresource={subresource}",
+            "--as=kube-apiserver-kubelet-client",
+        )  # fmt: skip
+        assert allowed.stdout.strip() == "yes", (verb, subresource, allowed.stderr)
 
 
 def test_garbage_collector_deletes_dependants(kubectl: Kubectl, namespace: str) -> None:

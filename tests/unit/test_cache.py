@@ -67,3 +67,45 @@ def test_an_older_event_never_replaces_a_newer_write() -> None:
     c.remember(secret("a", 15))
     c._put(secret("a", 14))
     assert cached(c)["metadata"]["resourceVersion"] == "15"
+
+
+def test_pods_are_kept_apart_from_the_children_without_their_spec() -> None:
+    """A pass must never plan to delete a pod (it is no child it renders), and a pod's spec,
+    which the operator never reads, is not held in memory."""
+    c, woken = cache()
+    pod = {
+        "kind": "Pod",
+        "metadata": {
+            "name": "b-0-7c9d8f5b6-x7k2p",
+            "namespace": "ns",
+            "uid": "p",
+            "resourceVersion": "5",
+            "labels": LABELS,
+            "managedFields": [{"manager": "kube-controller-manager"}],
+        },
+        "spec": {"containers": [{"name": "x", "env": [{"name": "TOKEN", "value": "s3cret"}]}]},
+        "status": {"phase": "Running"},
+    }
+    c._put(pod)  # a watch event
+    c.remember({**pod, "metadata": {**pod["metadata"], "resourceVersion": "6"}})
+    assert c.children("ns", "b") == {}
+    (kept,) = c.pods("ns", "b")
+    assert kept["status"] == {"phase": "Running"} and "spec" not in kept
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"]["resourceVersion"] == "5"  # a write's answer is never a pod
+    assert woken and woken[-1]["kind"] == "Pod"  # its change wakes its Builder
+
+
+def test_a_refused_watch_of_pods_leaves_the_children_fresh() -> None:
+    """An operator upgraded without its chart's RBAC: the pods' watch never lists. The
+    children's cache is still used (no 30 s wait, no LIST of every kind on each pass)."""
+    import threading
+    import time
+
+    c, _ = cache()
+    for kind in ("Deployment", "Pod"):
+        c._synced[(kind, "")] = threading.Event()
+    c._synced[("Deployment", "")].set()
+    c._heard[("Deployment", "")] = time.monotonic()
+    assert c.fresh() and not c.fresh(pods=True)
+    assert c.wait_synced(0.01)

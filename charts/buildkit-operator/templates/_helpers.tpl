@@ -160,11 +160,17 @@ namespace) and the per-namespace Roles (watchNamespaces).
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The addresses of a Builder's daemons, to ask a daemon whether it is building before a
-# change stops it: the endpoints of its Service (addresses only; the pods themselves, whose
-# specs may hold other workloads' secrets, are not read).
+# change stops it: the endpoints of its Service.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list"]
+# Why a daemon does not run (a crash loop, an image pull, scheduling), from its pods'
+# status: listed and watched by the operator's own labels only (RBAC cannot confine a
+# read to a label; the operator reads every Secret of these namespaces already, so a pod's
+# spec holds nothing more). No get, no logs, no exec: a pod's status is all it reads.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
 # One Event per action taken, on the Builder (core Events, only ever created).
 - apiGroups: [""]
   resources: ["events"]

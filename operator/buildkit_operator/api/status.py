@@ -60,6 +60,21 @@ class DaemonStatus(CamelModel):
     idle: bool = Field(
         False, description="Scaled to zero after idleTimeout; connect or wake starts it."
     )
+    reason: str | None = Field(
+        None,
+        description=(
+            "Why it does not run, from its pods and its Deployment: CrashLoopBackOff, "
+            "OOMKilled, ImagePullBackOff, Unschedulable, CreateContainerConfigError, "
+            "FailedCreate or ContainerCreating; absent while nothing is wrong."
+        ),
+    )
+    message: str | None = Field(
+        None,
+        description=(
+            "What its pods say (the container's last termination message, the scheduler's "
+            "or the API server's refusal) and what to do about it."
+        ),
+    )
 
 
 class WaitingDaemon(CamelModel):

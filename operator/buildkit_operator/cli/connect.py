@@ -160,6 +160,9 @@ def connect(
     if kubeconfig:
         command[1:1] = ["--kubeconfig", kubeconfig]
     print(f"# forwarding 127.0.0.1:{local_port} to {endpoint}; Ctrl-C stops", file=sys.stderr)
+    # The lines above are for whoever reads them while the forward runs: a script reading a
+    # pipe would otherwise get them only when kubectl exits (stdout is block-buffered then).
+    sys.stdout.flush()
     try:
         return subprocess.call(command)
     except KeyboardInterrupt:

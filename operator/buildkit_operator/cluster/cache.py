@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from kubernetes.client.exceptions import ApiException
 
 from ..api.names import FIELD_MANAGER, LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY
-from .kinds import PATHS
+from .kinds import OBSERVED, WATCHED
 
 if TYPE_CHECKING:
     from .client import Kube
@@ -48,8 +48,14 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any] | None) -> bo
 
 def _slim(obj: dict[str, Any]) -> None:
     """Keep of ``managedFields`` only the operator's own entries, the ones drift reads:
-    the controllers' entries (a Deployment's status) are most of a cached object's size."""
+    the controllers' entries (a Deployment's status) are most of a cached object's size.
+    Of a pod, only its metadata and status are kept: its spec is never read, and may hold
+    what is none of the operator's business (environment values)."""
     meta = obj.get("metadata") or {}
+    if obj.get("kind") in OBSERVED:
+        obj.pop("spec", None)
+        obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+        return
     entries = meta.get("managedFields")
     if entries:
         obj["metadata"] = {
@@ -85,7 +91,7 @@ class ChildCache:
         self._stop = threading.Event()
 
     def start(self) -> None:
-        for kind in PATHS:
+        for kind in WATCHED:
             for namespace in self.namespaces:
                 self._synced[(kind, namespace)] = threading.Event()
                 threading.Thread(
@@ -96,19 +102,38 @@ class ChildCache:
         self._stop.set()
 
     def wait_synced(self, timeout: float) -> bool:
+        """Wait for the children's watches to have listed (not the pods': a pass needs
+        them only for a daemon that does not run, and lists them itself meanwhile)."""
         deadline = time.monotonic() + timeout
         return all(
-            event.wait(max(0.0, deadline - time.monotonic())) for event in self._synced.values()
+            event.wait(max(0.0, deadline - time.monotonic()))
+            for key, event in self._synced.items()
+            if key[0] not in OBSERVED
         )
 
-    def fresh(self) -> bool:
+    def fresh(self, *, pods: bool = False) -> bool:
+        """Whether the children's watches (or, with ``pods``, the pods') are current: a
+        watch of pods refused (an operator upgraded without its chart's RBAC) costs the
+        causes in the status, never the cache of the children."""
         now = time.monotonic()
-        return bool(self._synced) and all(
-            event.is_set() and now - self._heard.get(key, 0.0) < WATCH_FRESH
-            for key, event in self._synced.items()
+        keys = [key for key in self._synced if (key[0] in OBSERVED) == pods]
+        return bool(keys) and all(
+            self._synced[key].is_set() and now - self._heard.get(key, 0.0) < WATCH_FRESH
+            for key in keys
         )
 
     def children(self, namespace: str, label: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """A Builder's children (its pods are not: a pass never writes or deletes one)."""
+        return {
+            key: obj for key, obj in self._of(namespace, label).items() if key[0] not in OBSERVED
+        }
+
+    def pods(self, namespace: str, label: str) -> list[dict[str, Any]]:
+        """The pods carrying a Builder's labels, by name."""
+        found = self._of(namespace, label)
+        return [found[key] for key in sorted(found) if key[0] == "Pod"]
+
+    def _of(self, namespace: str, label: str) -> dict[tuple[str, str], dict[str, Any]]:
         with self._lock:
             keys = list(self._by_builder.get((namespace, label), ()))
             return {
@@ -119,6 +144,8 @@ class ChildCache:
 
     def remember(self, obj: Mapping[str, Any]) -> None:
         """Record an object as a write's answer returned it (if it carries our label)."""
+        if obj.get("kind") in OBSERVED:
+            return
         if (obj.get("metadata") or {}).get("labels", {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
             self._put(dict(obj), notify=False)
 
@@ -176,7 +203,7 @@ class ChildCache:
                 del self._by_builder[(key[1], builder or "")]
 
     def _url(self, kind: str, namespace: str, **query: str) -> str:
-        prefix, plural = PATHS[kind]
+        prefix, plural = WATCHED[kind]
         where = f"/namespaces/{namespace}" if namespace else ""
         query["labelSelector"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         return f"{self.kube.host}{prefix}{where}/{plural}?{urlencode(query)}"

@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from ..api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from ..api.names import FIELD_MANAGER, LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY, label_value
 from .cache import ChildCache, newer
-from .kinds import CHILD_KINDS, PATHS
+from .kinds import CHILD_KINDS, PATHS, WATCHED
 from .retries import with_retries
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Kube:
         # As many connections as requests can be in flight (passes, their fan-out, the
         # watches): urllib3 would otherwise open, and discard, a TLS connection for each
         # request over its pool's size.
-        connections = 2 * (concurrency or 8) + len(PATHS) + 2
+        connections = 2 * (concurrency or 8) + len(WATCHED) + 2
         self.api_client.configuration.connection_pool_maxsize = connections
         self.api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = connections
         self.timeout = timeout
@@ -250,10 +250,33 @@ class Kube:
                 found[(kind, item["metadata"]["name"])] = item
         return found
 
+    def daemon_pods(self, namespace: str, builder: str) -> list[dict[str, Any]]:
+        """The pods of a Builder's daemons, by the labels its Deployments give them, for why
+        a daemon does not run (their status; never their spec): cached, else listed. Only
+        the pods it labelled are asked for, and it reads the namespace's Secrets already:
+        a pod's spec tells it nothing it could not read there."""
+        label = label_value(builder)
+        if self.cache is not None and self.cache.fresh(pods=True):
+            return self.cache.pods(namespace, label)
+        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_BUILDER}={label}"
+        url = f"{self.host}/api/v1/namespaces/{namespace}/pods?" + urlencode(
+            {"labelSelector": selector}
+        )
+        try:
+            items = with_retries(lambda: self.raw("GET", url)).get("items") or []
+        except ApiException as err:
+            if err.status != 403:
+                raise
+            log.warning("pods of %s/%s unreadable, no causes: %s", namespace, builder, err.reason)
+            return []
+        for item in items:
+            item.pop("spec", None)
+        return sorted(items, key=lambda item: str(item["metadata"]["name"]))
+
     def daemon_addresses(self, namespace: str, service: str) -> dict[str, str]:
         """Pod name → IP of the pods behind a Builder's Service that serve (not terminating),
-        from its EndpointSlices: what the operator needs to ask a daemon whether it builds,
-        without the right to read pods (whose specs may hold other workloads' secrets)."""
+        from its EndpointSlices (which say which pods serve): what the operator needs to ask
+        a daemon whether it builds."""
         url = (
             f"{self.host}/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?"
             + urlencode({"labelSelector": f"kubernetes.io/service-name={service}"})

@@ -1,5 +1,7 @@
 """The children's kinds: the order they are best created in, and where the API server
-serves each. Shared by the requests (client.py) and the watches (cache.py)."""
+serves each. Shared by the requests (client.py) and the watches (cache.py). The daemons'
+pods are watched beside them (OBSERVED), only to read why a daemon does not run: they are
+never children a pass writes or deletes."""
 
 from __future__ import annotations
 
@@ -22,3 +24,8 @@ PATHS = {
     "Service": ("/api/v1", "services"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
 }
+
+# Kinds only read, never written: the daemons' pods, for their status (reconcile/pods.py).
+OBSERVED = {"Pod": ("/api/v1", "pods")}
+# Everything the cache lists and watches.
+WATCHED = {**PATHS, **OBSERVED}

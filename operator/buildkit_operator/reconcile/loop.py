@@ -38,9 +38,11 @@ from .observe import (
     tls_material,
 )
 from .plan import plan
+from .pods import daemon_pods
 from .report import (
     certificate_not_after,
     record_actions,
+    record_daemon_events,
     record_phase_event,
     record_rewrites,
     report_invalid,
@@ -141,6 +143,7 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
     record_actions(kube, obj, builder, applied.done, seen.bundle)
     unsafe = without_user_namespace(desired, {**live, **applied.after})
     status = _status(
+        kube,
         seen,
         the_plan,
         applied,
@@ -152,6 +155,8 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
     written = write_status(kube, obj, status)
     record_phase_event(kube, obj, previous, status, written)
     record_rewrites(kube, obj, previous, status, written)
+    if written:
+        record_daemon_events(kube, obj, previous, status)
     return Outcome(
         phase=status["phase"],
         actions=tuple(f"{a.verb} {a.kind} {a.name}" for a in applied.done),
@@ -203,6 +208,7 @@ def _observe(
 
 
 def _status(
+    kube: Kube,
     seen: _Observed,
     the_plan: Plan,
     applied: Applied,
@@ -213,14 +219,31 @@ def _status(
     unsafe: list[str],
 ) -> dict[str, Any]:
     """The status this pass found: daemons as the API server returned them after this
-    pass's writes (a just-patched Deployment counts as rolling out)."""
+    pass's writes (a just-patched Deployment counts as rolling out), and for those not
+    ready, what their pods say."""
     builder = seen.builder
     names = ChildNames(builder.name)
-    daemons = []
+    workloads = []
     for daemon in daemon_slots(builder):
         key = (WORKLOAD_KIND, names.daemon(daemon.id))
-        state = applied.after[key] if key in applied.after else seen.live.get(key)
-        daemons.append(daemon_state(key[1], state, daemon, idle=daemon.id in sleeping))
+        workloads.append(
+            (daemon, applied.after[key] if key in applied.after else seen.live.get(key))
+        )
+    states = [daemon_state(names.daemon(d.id), w, d, idle=d.id in sleeping) for d, w in workloads]
+    # Pods are looked at only when a daemon is not ready: a Builder at rest reads none.
+    pods = (
+        daemon_pods(kube.daemon_pods(builder.namespace, builder.name))
+        if any(not (s.ready or s.idle) for s in states)
+        else {}
+    )
+    daemons = [
+        daemon_state(
+            names.daemon(d.id), w, d, idle=d.id in sleeping, pods=pods.get(d.id, ()), now=now
+        )
+        if not (s.ready or s.idle)
+        else s
+        for (d, w), s in zip(workloads, states, strict=True)
+    ]
     server_applied = ("Secret", names.server_secret) not in applied.failed
     status = compute_status(
         builder,

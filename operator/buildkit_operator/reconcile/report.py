@@ -12,6 +12,7 @@ from ..api import Builder
 from ..cluster import Kube
 from ..pki import TLSBundle
 from . import admitted
+from .pods import CAUSES
 from .status import invalid_status
 from .types import Action, Outcome
 
@@ -97,8 +98,10 @@ def record_phase_event(
     phase, before = status["phase"], previous.get("phase")
     if phase == before and status.get("message") == previous.get("message"):
         return
+    reason = status["conditions"][0]["reason"]
+    if reason in CAUSES:
+        return  # told per daemon, once per new cause (record_daemon_events)
     if phase in _WARNING_PHASES and status.get("message") != previous.get("message"):
-        reason = status["conditions"][0]["reason"]
         event_reason = {"ApiError": "ApplyFailed", "InvalidSpec": "InvalidSpec"}.get(reason, phase)
         kube.event(obj, "Warning", event_reason, str(status["message"]))
     elif phase == "Ready" and before in _WARNING_PHASES:
@@ -127,6 +130,19 @@ def record_rewrites(
     if (before.get("reason"), before.get("message")) == (now.get("reason"), now.get("message")):
         return
     kube.event(obj, "Normal", admitted.REASON, str(now.get("message")))
+
+
+def record_daemon_events(
+    kube: Kube, obj: dict[str, Any], previous: Mapping[str, Any], status: Mapping[str, Any]
+) -> None:
+    """One Warning per daemon whose pods show a cause it did not have at the last status
+    written: a crash loop is told once, not on every restart (its message, which may
+    change between crashes, does not count)."""
+    before = {d.get("name"): d.get("reason") for d in previous.get("daemons") or []}
+    for daemon in status.get("daemons") or []:
+        reason = daemon.get("reason")
+        if reason and before.get(daemon.get("name")) != reason:
+            kube.event(obj, "Warning", reason, f"{daemon['name']}: {daemon.get('message', '')}")
 
 
 def report_invalid(

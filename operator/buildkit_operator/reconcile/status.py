@@ -23,6 +23,7 @@ from ..api import (
 from ..api.daemons import Daemon
 from ..api.names import ChildNames
 from . import admitted
+from .pods import Cause, daemon_cause
 from .types import WORKLOAD_KIND, Plan
 
 
@@ -34,6 +35,7 @@ class DaemonState:
     rolling: bool = False  # its rollout is under way (kstatus: in progress)
     slot: Daemon | None = None
     idle: bool = False  # scaled to zero after idleTimeout
+    cause: Cause | None = None  # why it does not run, from its pods (pods.py)
 
 
 def daemon_state(
@@ -42,8 +44,12 @@ def daemon_state(
     slot: Daemon | None = None,
     *,
     idle: bool = False,
+    pods: Sequence[Mapping[str, Any]] = (),
+    now: datetime | None = None,
 ) -> DaemonState:
-    """Whether a daemon's Deployment serves builds with its current template."""
+    """Whether a daemon's Deployment serves builds with its current template, and if not,
+    why, as its ``pods`` say (read at ``now``). A Deployment its controller has not caught
+    up with yet says nothing of its pods' causes: they are the old template's."""
     if deployment is None:
         return DaemonState(name, False, "absent", slot=slot)
     if idle:
@@ -65,10 +71,15 @@ def daemon_state(
             rollout_done = True
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             problem = cond.get("message") or "pod could not be created"
+    cause = None
+    if not ready and current and now is not None:
+        cause = daemon_cause(pods, deployment, now)
+        problem = cause.message if cause is not None else problem
     # Not ready while the Deployment controller still rolls it out is progress; not ready
-    # after its rollout completed (a pod that crashes, a failing probe) is not.
+    # after its rollout completed (a pod that crashes, a failing probe), or with a pod that
+    # cannot run, is not.
     rolling = not ready and problem is None and not (current and rollout_done)
-    return DaemonState(name, bool(ready), problem, rolling, slot)
+    return DaemonState(name, bool(ready), problem, rolling, slot, cause=cause)
 
 
 # Phases that stay as they are until a person acts (kstatus: Failed).
@@ -180,7 +191,10 @@ def compute_status(
         if any(d.idle for d in daemons):
             message += f" ({sum(d.idle for d in daemons)} idle, woken by connect)"
     elif problems:
-        phase, reason = "Degraded", "RolloutFailed"
+        # The reason of the first daemon a pod's cause explains (CrashLoopBackOff,
+        # Unschedulable...), so a person sees what kind of fix is wanted at a glance.
+        causes = [d.cause.reason for d in daemons if d.cause is not None]
+        phase, reason = "Degraded", causes[0] if causes else "RolloutFailed"
         message = f"{ready}/{desired} daemons ready; {_listing(problems, 2)}"
     elif progressing and not (rolling or workload_changes or plan.waiting):
         phase, reason = "Pending", "WaitingForIdle"
@@ -224,6 +238,10 @@ def compute_status(
             + " in progress"
             + (f"; {_listing(holds, 3)}" if holds else "")
         )
+    elif problems:
+        # Nothing is under way: what is wrong waits on a person (see Degraded).
+        progress_reason = "NotProgressing"
+        progress_message = f"no change is under way; {len(problems)} daemon(s) cannot run"
     else:
         progress_reason, progress_message = "Complete", "every daemon runs the current spec"
 
@@ -281,6 +299,8 @@ def compute_status(
                 platform=d.slot.platform,
                 ready=d.ready,
                 idle=d.idle,
+                reason=d.cause.reason if d.cause is not None else None,
+                message=d.cause.message if d.cause is not None else None,
             )
             for d in daemons
             if d.slot is not None

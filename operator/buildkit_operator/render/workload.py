@@ -204,6 +204,9 @@ def _pod_spec(builder: Builder, daemon: Daemon) -> dict[str, Any]:
         "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", drain_script(builder)]}}},
         "securityContext": _security_context(builder),
         "volumeMounts": mounts,
+        # buildkitd writes no termination message file: its last log lines stand in for it,
+        # so the status can say why a crash-looping daemon exits (reconcile/pods.py).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if spec.metrics.enabled:
         container["ports"].append(
