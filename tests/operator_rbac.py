@@ -44,3 +44,24 @@ LEADER_ELECTION_CREATE: frozenset[Grant] = frozenset({("coordination.k8s.io", "l
 LEADER_ELECTION_NAMED: frozenset[Grant] = frozenset(
     {("coordination.k8s.io", "leases", v) for v in ("get", "update")}
 )
+
+# The CSR signer (reconcile/signing.py, runtime/handlers.py): cluster-wide whatever the
+# scope, as CertificateSigningRequests are cluster-scoped. It reads the requests, decides
+# them through their approval subresource, signs through status, and asks the API server
+# whether the requester may use the Builder.
+SIGNER_NAME = "buildkit.dev/client"
+SIGNER: frozenset[Grant] = frozenset(
+    {
+        *(
+            ("certificates.k8s.io", "certificatesigningrequests", v)
+            for v in ("get", "list", "watch")
+        ),
+        ("certificates.k8s.io", "certificatesigningrequests/approval", "update"),
+        ("certificates.k8s.io", "certificatesigningrequests/status", "update"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
+    }
+)
+# Approving and signing, for its own signer name only.
+SIGNER_NAMED: frozenset[Grant] = frozenset(
+    {("certificates.k8s.io", "signers", v) for v in ("approve", "sign")}
+)

@@ -20,7 +20,14 @@ import pytest
 import yaml
 
 from buildkit_operator.cli.main import build_parser
-from operator_rbac import LEADER_ELECTION_CREATE, LEADER_ELECTION_NAMED, NEEDED
+from operator_rbac import (
+    LEADER_ELECTION_CREATE,
+    LEADER_ELECTION_NAMED,
+    NEEDED,
+    SIGNER,
+    SIGNER_NAME,
+    SIGNER_NAMED,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "buildkit-operator"
@@ -88,8 +95,16 @@ def of_kind(docs: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+SIGNER_SUFFIX = "-csr-signer"
+
+
+def signer_docs(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The CSR signer's ClusterRole and binding (cluster-wide in every scope)."""
+    return [d for d in docs if d["metadata"]["name"].endswith(SIGNER_SUFFIX)]
+
+
 def one(docs: Iterable[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = of_kind(docs, kind)
+    found = [d for d in of_kind(docs, kind) if not d["metadata"]["name"].endswith(SIGNER_SUFFIX)]
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
 
@@ -258,7 +273,9 @@ def test_one_replica_without_leader_election_recreates(
 
 def test_watch_namespaces_gives_roles_there_and_nothing_cluster_wide(template: Any) -> None:
     docs = template("--set", "watchNamespaces={ci,team-a}", namespace="ops")
-    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+    # Cluster-wide: the CSR signer's role alone (certificate requests are cluster-scoped).
+    cluster_wide = of_kind(docs, "ClusterRole") + of_kind(docs, "ClusterRoleBinding")
+    assert cluster_wide == signer_docs(docs) and len(cluster_wide) == 2
     election = leader_election_role(docs)["metadata"]["name"]
     roles = {
         r["metadata"]["namespace"]: r
@@ -287,6 +304,24 @@ def test_watch_namespaces_gives_roles_there_and_nothing_cluster_wide(template: A
         "--namespace=ci",
         "--namespace=team-a",
     ]
+
+
+@pytest.mark.parametrize("scope", [(), ("--set", "watchNamespaces={ci}")])
+def test_the_csr_signer_approves_and_signs_for_its_own_signer_name_only(
+    template: Any, scope: tuple[str, ...]
+) -> None:
+    docs = template(*scope)
+    role = next(d for d in signer_docs(docs) if d["kind"] == "ClusterRole")
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    unnamed = [r for r in role["rules"] if not r.get("resourceNames")]
+    assert set(granted(unnamed)) == SIGNER
+    assert [r["resourceNames"] for r in named] == [[SIGNER_NAME]]
+    assert set(granted([{k: v for k, v in r.items() if k != "resourceNames"} for r in named])) == (
+        SIGNER_NAMED
+    )
+    binding = next(d for d in signer_docs(docs) if d["kind"] == "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == one(docs, "ServiceAccount")["metadata"]["name"]
 
 
 def test_rbac_can_be_left_to_the_cluster_admin(template: Any) -> None:

@@ -88,6 +88,8 @@ Arguments of `buildkit-operator`: run, its scope, the liveness and metrics endpo
 {{- $host = printf "[%s]" $host }}
 {{- end }}
 - --liveness=http://{{ $host }}:{{ .Values.health.port }}/healthz
+- --client-certificate-lifetime={{ .Values.clientCertificates.defaultLifetime }}
+- --client-certificate-max-lifetime={{ .Values.clientCertificates.maxLifetime }}
 {{- if .Values.metrics.enabled }}
 - --metrics-port={{ .Values.metrics.port }}
 {{- end }}

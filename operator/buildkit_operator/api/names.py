@@ -27,6 +27,12 @@ LABEL_BUILDER = "buildkit.dev/builder"
 LABEL_DAEMON = "buildkit.dev/daemon"
 LABEL_POOL = "buildkit.dev/pool"
 
+# The operator signs client certificates for this CSR signer name (and no other): a user's
+# CertificateSigningRequest names the Builder in ANNOTATION_CSR_BUILDER ("<namespace>/<name>"),
+# and is approved when the requester may USE_VERB that Builder.
+SIGNER_NAME = "buildkit.dev/client"
+ANNOTATION_CSR_BUILDER = "buildkit.dev/builder"
+USE_VERB = "use"
 ANNOTATION_CONFIG_HASH = "buildkit.dev/config-hash"
 ANNOTATION_TLS_HASH = "buildkit.dev/tls-hash"
 # On a Builder's ConfigMap: the spec the operator last applied (JSON), written only with the

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +20,7 @@ from .. import __version__
 from ..api import API_VERSION, KIND, Builder, InvalidBuilder
 from ..api.crd import crd_yaml
 from ..api.defaults import DEFAULTS, Defaults, InvalidDefaults, make_defaults
+from ..api.durations import duration_seconds
 from ..pki import ensure_tls
 from ..render import render_builder, server_sans
 from .output import dump_stream
@@ -125,8 +126,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         defaults=defaults_from(args),
         election=election_from(args),
+        lifetimes=lifetimes_from(args),
     )
     return 0
+
+
+def lifetimes_from(args: argparse.Namespace) -> Any:
+    """How long the client certificates the operator signs live (the CSR signer)."""
+    from ..reconcile.signing import Lifetimes
+
+    try:
+        default = duration_seconds(args.client_certificate_lifetime)
+        cap = duration_seconds(args.client_certificate_max_lifetime)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if not 0 < default <= cap:
+        raise UsageError(
+            "--client-certificate-lifetime must be longer than zero and at most "
+            "--client-certificate-max-lifetime"
+        )
+    return Lifetimes(timedelta(seconds=default), timedelta(seconds=cap))
 
 
 def election_from(args: argparse.Namespace) -> Any:
@@ -327,6 +346,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         metavar="SECONDS",
         help="how often the Lease is renewed, or tried by a standby (default 2)",
+    )
+    signer = run.add_argument_group(
+        "client certificates",
+        "signing users' CertificateSigningRequests for the signer buildkit.dev/client",
+    )
+    signer.add_argument(
+        "--client-certificate-lifetime",
+        default="8h",
+        metavar="DURATION",
+        help="lifetime of a certificate whose request asks none (default 8h)",
+    )
+    signer.add_argument(
+        "--client-certificate-max-lifetime",
+        default="24h",
+        metavar="DURATION",
+        help="no certificate lives longer, whatever its request asks (default 24h)",
     )
     add_default_flags(run)
     run.set_defaults(func=cmd_run)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from ..api import GROUP, PLURAL, VERSION
 from ..api.defaults import DEFAULTS
+from ..api.names import SIGNER_NAME
 from ..cluster import REQUEST_TIMEOUT, Kube
+from ..reconcile.signing import Lifetimes, handle
 from .runner import DEFAULT_CONCURRENCY, Runner
 from .settings import configure
 
@@ -34,6 +37,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube.fence = memo.get("fence")
     runner = Runner(kube, memo.get("defaults", DEFAULTS), concurrency=concurrency)
     memo["runner"] = runner
+    memo["kube"] = kube
     loop = asyncio.get_running_loop()
 
     def on_change(obj: dict[str, Any]) -> None:  # called on a watch's thread
@@ -52,6 +56,32 @@ async def builder_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
     if runner is None or not isinstance(obj, Mapping):
         return
     runner.builder_changed(event.get("type"), copy.deepcopy(dict(obj)))
+
+
+@kopf.on.event(
+    "certificates.k8s.io",
+    "v1",
+    "certificatesigningrequests",
+    field="spec.signerName",
+    value=SIGNER_NAME,
+)
+async def csr_event(event: kopf.RawEvent, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """A user's request for a client certificate: level-based like the Builders (every
+    event, the listing at startup included, re-decides whatever is still undecided)."""
+    kube: Kube | None = memo.get("kube")
+    obj = event.get("object")
+    if kube is None or not isinstance(obj, Mapping) or event.get("type") == "DELETED":
+        return
+    lifetimes = memo.get("lifetimes") or Lifetimes()
+    try:
+        done = await asyncio.to_thread(
+            handle, kube, copy.deepcopy(dict(obj)), datetime.now(UTC), lifetimes
+        )
+    except Exception as err:  # the next event (or the resync at startup) tries again
+        logger.warning("certificate request %s: %s", obj.get("metadata", {}).get("name"), err)
+        return
+    if done:
+        logger.info("certificate request %s", done)
 
 
 @kopf.on.cleanup()

@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from ..api.defaults import DEFAULTS, Defaults
 from ..cluster import REQUEST_TIMEOUT, Kube
 from ..cluster.lease import Election
+from ..reconcile.signing import Lifetimes
 from . import handlers  # noqa: F401  (importing it registers the Kopf handlers)
 from .liveness import serve_liveness
 
@@ -44,6 +45,7 @@ def run_operator(
     defaults: Defaults = DEFAULTS,
     concurrency: int = 0,
     election: Election | None = None,
+    lifetimes: Lifetimes | None = None,
 ) -> None:
     """Run the handlers until stopped; with ``election``, only once this process leads."""
     kopf.configure(verbose=verbose)
@@ -68,6 +70,7 @@ def run_operator(
                 concurrency=concurrency,
                 namespaces=[] if all_namespaces else namespaces,
                 fence=elector.valid if elector is not None else None,
+                lifetimes=lifetimes or Lifetimes(),
             ),
         )
     finally:
