@@ -539,6 +539,7 @@ def test_connect_writes_a_working_client_certificate(
     k: Kubectl, namespace: str, cluster: Any, tmp_path: Path
 ) -> None:
     from cryptography import x509
+    from cryptography.x509.oid import NameOID
     from cryptography.x509.verification import PolicyBuilder, Store
 
     k.apply(builder("conn", namespace, cache={"type": "ephemeral", "size": "1Gi"}))
@@ -553,9 +554,30 @@ def test_connect_writes_a_working_client_certificate(
     assert f"--addr tcp://conn.{namespace}.svc:1234" in proc.stdout
     assert f"--tlsservername conn.{namespace}.svc" in proc.stdout
     assert "docker buildx create --name conn --driver remote" in proc.stdout
-    assert (out / "key.pem").stat().st_mode & 0o077 == 0, "the private key is readable by others"
-    ca = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
+    for item in ("ca.pem", "cert.pem", "key.pem"):
+        assert (out / item).stat().st_mode & 0o777 == 0o600, f"{item} is readable by others"
+    # By default a certificate of the user's own, signed through the CSR API by the
+    # Builder's CA (the one its Secret holds), for the kubeconfig's user, and it says when
+    # it expires.
+    secret = k.json("get", "secret", "conn-ca", "-n", namespace)
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.pem"]))
+    assert x509.load_pem_x509_certificate((out / "ca.pem").read_bytes()) == ca
     cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    me = k.json("auth", "whoami")["status"]["userInfo"]["username"]
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == me
+    assert f"expires {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}" in proc.stderr
+    assert b"PRIVATE KEY" not in proc.stderr.encode() + proc.stdout.encode()
+
+    # --shared: the Builder's shared client Secret, as before.
+    shared = tmp_path / "shared"
+    proc = subprocess.run(
+        [str(OPERATOR_BIN), "connect", "conn", "-n", namespace, "-o", str(shared), "--shared",
+         "--kubeconfig", str(cluster.kubeconfig)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cert = x509.load_pem_x509_certificate((shared / "cert.pem").read_bytes())
     verifier = PolicyBuilder().store(Store([ca])).build_client_verifier()
     verifier.verify(cert, [])  # raises if the client certificate is not good for this CA
     missing = subprocess.run(

@@ -110,6 +110,14 @@ class BuilderStatus(CamelModel):
     certificate_not_after: str | None = Field(
         None, description="Expiry of the server certificate (RFC 3339)."
     )
+    ca_certificate: str | None = Field(
+        None,
+        description=(
+            "The CA certificate (PEM) clients verify the daemons with, with tls.mode auto: "
+            "public, so that a user with a certificate of their own (signer "
+            "buildkit.dev/client) needs no Secret."
+        ),
+    )
     drifted_fields: list[str] = Field(
         default_factory=list,
         description=(

@@ -15,7 +15,6 @@ may edit the Builder may set, and which the operator honours.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ from ..api import GROUP, PLURAL, VERSION, pool_slug
 from ..api.names import ANNOTATION_WAKE, ChildNames
 from ..buildkit.routing import pick
 from ..cluster import secret_data
+from .client_cert import request_certificate, write_private
 
 WAKE_TIMEOUT = 300.0
 
@@ -51,6 +51,8 @@ def connect(
     local_port: int,
     key: str | None = None,
     wake_only: bool = False,
+    shared: bool = False,
+    duration: int | None = None,
 ) -> int:
     try:
         config.load_kube_config(config_file=kubeconfig)
@@ -89,23 +91,14 @@ def connect(
     flags: list[str] = []
     driver_opts: list[str] = []
     if mode == "auto":
-        secret_name = status.get("clientSecretName") or names.client_secret
-        try:
-            secret = client.CoreV1Api(api).read_namespaced_secret(secret_name, namespace)
-        except ApiException as err:
-            return _fail(f"cannot read Secret {namespace}/{secret_name}: {err.status} {err.reason}")
-        data = secret_data(api.sanitize_for_serialization(secret))
-        missing = [k for k in ("ca.pem", "cert.pem", "key.pem") if not data.get(k)]
-        if missing:
-            return _fail(f"Secret {namespace}/{secret_name} lacks {', '.join(missing)}")
         target = output_dir or Path.home() / ".config" / "buildkit-operator" / namespace / name
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for item in ("ca.pem", "cert.pem", "key.pem"):
-            path = target / item
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data[item])
-        print(f"# client certificate of {namespace}/{name} written to {target}", file=sys.stderr)
+        if shared:
+            problem = _write_shared(api, name, namespace, status, target)
+        else:
+            problem = _write_own(api, name, namespace, status, target, duration)
+        if problem:
+            return _fail(problem)
         flags = [
             "--tlscacert", str(target / "ca.pem"),
             "--tlscert", str(target / "cert.pem"),
@@ -167,6 +160,52 @@ def connect(
         return subprocess.call(command)
     except KeyboardInterrupt:
         return 0
+
+
+def _write_own(
+    api: client.ApiClient,
+    name: str,
+    namespace: str,
+    status: dict[str, Any],
+    target: Path,
+    duration: int | None,
+) -> str | None:
+    """A certificate of the user's own (the default): the CA from the Builder's status, the
+    key made here, the certificate signed through a CertificateSigningRequest."""
+    ca_pem = status.get("caCertificate")
+    if not ca_pem:
+        return f"Builder {namespace}/{name} publishes no CA certificate yet (status.caCertificate)"
+    signed = request_certificate(api, name, namespace, duration)
+    if isinstance(signed, str):
+        return signed
+    write_private(target / "ca.pem", ca_pem.encode())
+    write_private(target / "key.pem", signed.key_pem)
+    write_private(target / "cert.pem", signed.cert_pem)
+    print(
+        f"# your client certificate for {namespace}/{name} written to {target}; it expires "
+        f"{signed.not_after:%Y-%m-%dT%H:%M:%SZ} (request {signed.request})",
+        file=sys.stderr,
+    )
+    return None
+
+
+def _write_shared(
+    api: client.ApiClient, name: str, namespace: str, status: dict[str, Any], target: Path
+) -> str | None:
+    """The Builder's shared client certificate (``--shared``): read from its Secret."""
+    secret_name = status.get("clientSecretName") or ChildNames(name).client_secret
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(secret_name, namespace)
+    except ApiException as err:
+        return f"cannot read Secret {namespace}/{secret_name}: {err.status} {err.reason}"
+    data = secret_data(api.sanitize_for_serialization(secret))
+    missing = [k for k in ("ca.pem", "cert.pem", "key.pem") if not data.get(k)]
+    if missing:
+        return f"Secret {namespace}/{secret_name} lacks {', '.join(missing)}"
+    for item in ("ca.pem", "cert.pem", "key.pem"):
+        write_private(target / item, data[item])
+    print(f"# shared client certificate of {namespace}/{name} written to {target}", file=sys.stderr)
+    return None
 
 
 def _targets(

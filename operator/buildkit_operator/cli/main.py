@@ -178,7 +178,21 @@ def cmd_connect(args: argparse.Namespace) -> int:
         local_port=args.local_port,
         key=getattr(args, "key", None),
         wake_only=args.func is cmd_wake,
+        shared=bool(getattr(args, "shared", False)),
+        duration=_duration(getattr(args, "duration", None)),
     )
+
+
+def _duration(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        seconds = duration_seconds(text)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if seconds < 600:
+        raise UsageError("--duration must be at least 10m (the API server's minimum)")
+    return seconds
 
 
 def cmd_wake(args: argparse.Namespace) -> int:
@@ -383,6 +397,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--key",
         help="a repository or project: print the daemon (per pool) this key always builds "
         "on, so it keeps hitting its warm cache",
+    )
+    connect.add_argument(
+        "--shared",
+        action="store_true",
+        help="use the Builder's shared client certificate (its Secret) instead of one of "
+        "your own signed for you through a CertificateSigningRequest",
+    )
+    connect.add_argument(
+        "--duration",
+        metavar="DURATION",
+        help="how long your certificate should live, e.g. 2h (the operator may shorten it)",
     )
     connect.set_defaults(func=cmd_connect)
 

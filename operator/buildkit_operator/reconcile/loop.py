@@ -40,6 +40,7 @@ from .observe import (
 from .plan import plan
 from .pods import daemon_pods
 from .report import (
+    ca_certificate,
     certificate_not_after,
     record_actions,
     record_daemon_events,
@@ -258,4 +259,9 @@ def _status(
         applied_spec=seen.applied_spec,
     )
     status.update(effective_status(builder))
+    ca_pem = ca_certificate(
+        seen.bundle, ("Secret", names.ca_secret) not in applied.failed, previous
+    )
+    if ca_pem:
+        status["caCertificate"] = ca_pem
     return status

@@ -56,6 +56,19 @@ def certificate_not_after(
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if text else None
 
 
+def ca_certificate(
+    bundle: TLSBundle | None, applied: bool, previous: Mapping[str, Any]
+) -> str | None:
+    """The CA certificate users verify the daemons with: the one in the live Secret, so
+    the previous one while a new CA's Secret could not be written."""
+    if bundle is None:
+        return None
+    if applied:
+        return bundle.ca.cert_pem.decode()
+    text = previous.get("caCertificate")
+    return text if isinstance(text, str) else None
+
+
 def record_actions(
     kube: Kube,
     obj: dict[str, Any],
