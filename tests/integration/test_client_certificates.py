@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from harness import builder, wait_until
+from harness import builder, wait_phase, wait_until
 
 from localcluster.kubectl import Kubectl
 
@@ -209,3 +209,40 @@ def test_a_request_for_another_signer_is_left_alone(
     decided(carol, ours)  # ours was seen and decided after theirs was created
     status = k.json("get", "csr", theirs).get("status") or {}
     assert not status.get("conditions") and not status.get("certificate")
+
+
+def test_without_the_shared_secret_users_still_get_certificates(
+    k: Kubectl, cluster: Any, namespace: str, user_roles: None, cleanup_requests: list[str]
+) -> None:
+    """tls.sharedClientCertificate: false: no <name>-client-tls Secret (a live one is
+    deleted when the field is turned off), the Builder still serves and publishes its CA,
+    and a user with the Builder verb gets a certificate verifying against that CA."""
+    k.apply(builder("solo", namespace, cache={"type": "ephemeral"}))
+    wait_until(
+        "the shared client Secret",
+        lambda: k.json("get", "secret", "solo-client-tls", "-n", namespace),
+    )
+    k(
+        "patch", "builder", "solo", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"tls": {"sharedClientCertificate": false}}}',
+    )  # fmt: skip
+
+    def gone() -> bool:
+        return "NotFound" in k("get", "secret", "solo-client-tls", "-n", namespace, check=False)
+
+    wait_until("the shared client Secret deleted", gone)
+    obj = wait_phase(k, "solo", namespace, "Ready")
+    assert "clientSecretName" not in obj["status"]
+    ca = x509.load_pem_x509_certificate(obj["status"]["caCertificate"].encode())
+    assert ca == ca_of(k, namespace, "solo")
+
+    user = f"dave-{uuid.uuid4().hex[:6]}"
+    cleanup_requests.append(user)
+    bind(k, user, namespace)
+    dave = as_user(cluster, user, [])
+    name, _ = request(dave, f"{namespace}/solo")
+    signed = decided(dave, name)
+    cert = x509.load_pem_x509_certificate(base64.b64decode(signed["status"]["certificate"]))
+    cert.verify_directly_issued_by(ca)
+    # And it stays gone: the operator does not write it back.
+    assert gone()

@@ -387,7 +387,7 @@ def test_api_server_defaults_match_the_model(root: dict[str, Any]) -> None:
         "buildkitd": {},
         # No size: the operator's install-wide default fills it in (20Gi unless set).
         "cache": {"type": "persistent", "retain": True},
-        "tls": {"mode": "auto"},
+        "tls": {"mode": "auto", "sharedClientCertificate": True},
         "service": {"type": "ClusterIP", "allowWithoutTLS": False},
         "noCreate": False,
         "noRecreate": False,

@@ -720,3 +720,14 @@ def test_replacing_a_users_secret_changes_the_tls_checksum() -> None:
     second = one(render(builder, external_tls_hash="bbbb"), "Deployment")
     assert template_annotations(first)[CHECKSUM_TLS] == "aaaa"
     assert template_annotations(second)[CHECKSUM_TLS] == "bbbb"
+
+
+def test_the_shared_client_secret_is_rendered_only_when_asked_for() -> None:
+    names = ChildNames("team-a")
+
+    def secrets(spec: dict[str, Any]) -> set[str]:
+        return {s["metadata"]["name"] for s in of_kind(render(make(spec)), "Secret")}
+
+    assert names.client_secret in secrets({})  # the default keeps today's shared Secret
+    without = secrets({"tls": {"sharedClientCertificate": False}})
+    assert without == {names.ca_secret, names.server_secret}

@@ -107,6 +107,17 @@ class TLSSpec(CamelModel):
         description="Extra DNS names or IP addresses for the server certificate.",
     )
 
+    shared_client_certificate: bool = Field(
+        True,
+        description=(
+            "With tls.mode auto: also keep a client certificate shared by every user in the "
+            "Secret <name>-client-tls (valid a year). Without it, each user gets a "
+            "short-lived certificate of their own through a CertificateSigningRequest for "
+            "the signer buildkit.dev/client (`buildkit-operator connect`), and the Secret "
+            "is deleted."
+        ),
+    )
+
     @field_validator("extra_sans")
     @classmethod
     def _sans(cls, sans: list[str]) -> list[str]:

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 # ensure_tls depends on the clock only through validity and the renewal window, so the
 # same Secrets give the same answer from then until the earliest renewal time.
 _REUSED: dict[tuple[str, str], tuple[Any, datetime, datetime, TLSBundle]] = {}
+# The operator's client material per Builder without tls.sharedClientCertificate: kept in
+# memory (issued anew after a restart), never written to a Secret.
+_OWN_CLIENT: dict[tuple[str, str], dict[str, bytes]] = {}
 
 
 def daemon_activity(
@@ -68,7 +71,8 @@ def daemon_activity(
     tls = (
         None
         if mode == "disabled"
-        else secret_data(live.get(("Secret", names.client_secret)))
+        else _OWN_CLIENT.get((builder.namespace, builder.name))
+        or secret_data(live.get(("Secret", names.client_secret)))
         if mode == "auto"
         else {}
     )
@@ -100,6 +104,7 @@ def tls_material(
             obj = live.get(("Secret", secret))
             return obj if obj and _owned(obj, builder) else None
 
+        slot = (builder.namespace, builder.name)
         existing = {
             role: secret_data(ours(secret))
             for role, secret in (
@@ -108,17 +113,21 @@ def tls_material(
                 ("client", names.client_secret),
             )
         }
+        if not tls.shared_client_certificate:
+            # No shared Secret: the operator's own client certificate (to ask the daemons
+            # whether they build) lives in this process only, reused while valid.
+            existing["client"] = _OWN_CLIENT.get(slot, {})
         sans = server_sans(builder)
         memo_key = (
             builder.name,
             tuple(sans),
             tuple((role, tuple(sorted(data.items()))) for role, data in existing.items()),
         )
-        slot = (builder.namespace, builder.name)
         reused = _REUSED.get(slot)
         if reused is not None and reused[0] == memo_key and reused[1] <= now < reused[2]:
             return reused[3], None, None
         bundle = ensure_tls(existing, name=builder.name, server_sans=sans, now=now)
+        _OWN_CLIENT[slot] = bundle.secret_data()["client"]
         if not bundle.issued:
             renew_at = (
                 min(bundle.ca.not_after, bundle.server.not_after, bundle.client.not_after)
@@ -307,6 +316,7 @@ def asleep(
 def forget(namespace: str, name: str) -> None:
     """Drop what was remembered of a Builder that is gone."""
     _REUSED.pop((namespace, name), None)
+    _OWN_CLIENT.pop((namespace, name), None)
 
 
 def _owned(obj: Mapping[str, Any], builder: Builder) -> bool:

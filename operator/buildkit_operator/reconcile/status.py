@@ -288,7 +288,9 @@ def compute_status(
         replicas=desired,
         ready_replicas=ready,
         endpoint=names.endpoint(builder.namespace),
-        client_secret_name=names.client_secret if spec.tls.mode == "auto" else None,
+        client_secret_name=names.client_secret
+        if spec.tls.mode == "auto" and spec.tls.shared_client_certificate
+        else None,
         certificate_not_after=_timestamp(certificate_not_after) if certificate_not_after else None,
         drifted_fields=held,
         pools=_pools(builder, daemons),

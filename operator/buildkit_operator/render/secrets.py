@@ -68,8 +68,12 @@ def _secret(builder: Builder, name: str, data: dict[str, bytes]) -> dict[str, An
 def tls_secrets(builder: Builder, bundle: TLSBundle) -> list[dict[str, Any]]:
     names = ChildNames(builder.name)
     data = bundle.secret_data()
-    return [
+    secrets = [
         _secret(builder, names.ca_secret, data["ca"]),
         _secret(builder, names.server_secret, data["server"]),
-        _secret(builder, names.client_secret, data["client"]),
     ]
+    # Without the shared client certificate its Secret is not desired, so a live one is
+    # deleted: a year-long key nobody can revoke should not outlive the choice.
+    if builder.spec.tls.shared_client_certificate:
+        secrets.append(_secret(builder, names.client_secret, data["client"]))
+    return secrets
