@@ -10,6 +10,7 @@ Deployment, and manages a Builder from creation to deletion without a single ref
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -27,7 +28,15 @@ import yaml
 from helm_client import Helm
 from operator_process import OperatorProcess
 
-from operator_rbac import LEADER_ELECTION_CREATE, LEADER_ELECTION_NAMED, NEEDED, Grant
+from operator_rbac import (
+    LEADER_ELECTION_CREATE,
+    LEADER_ELECTION_NAMED,
+    NEEDED,
+    SIGNER,
+    SIGNER_NAME,
+    SIGNER_NAMED,
+    Grant,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +99,38 @@ FORBIDDEN = [
     ("create", "leases.coordination.k8s.io"),
     ("list", "kopfpeerings.kopf.dev"),
     ("create", "certificatesigningrequests.certificates.k8s.io"),
+    ("update", "certificatesigningrequests.certificates.k8s.io"),
+    ("patch", "certificatesigningrequests.certificates.k8s.io"),
+    ("delete", "certificatesigningrequests.certificates.k8s.io"),
+    # Approving or signing for any signer but its own: Kubernetes' client and kubelet
+    # signers would make it a way into the cluster itself.
+    *(
+        (verb, f"signers.certificates.k8s.io/{signer}")
+        for verb in ("approve", "sign")
+        for signer in (
+            "kubernetes.io/kube-apiserver-client",
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            "kubernetes.io/kubelet-serving",
+            "buildkit.dev/*",
+            "example.com/other",
+        )
+    ),
+    ("approve", "signers.certificates.k8s.io"),
+    ("sign", "signers.certificates.k8s.io"),
+    ("create", "tokenreviews.authentication.k8s.io"),
 ]
+
+# The CSR signer's rights, cluster-wide (certificate requests are cluster-scoped), as the
+# API server's rules review lists them in any namespace.
+SIGNER_RIGHTS: set[Grant] = set(SIGNER) | {
+    (g, f"{r}[{SIGNER_NAME}]", v) for g, r, v in SIGNER_NAMED
+}
+
+
+def assert_signs_for_its_own_signer_only(kubectl: Any, user: str) -> None:
+    for verb in ("approve", "sign"):
+        assert can_i(kubectl, user, verb, f"signers.certificates.k8s.io/{SIGNER_NAME}")
+    assert_granted(kubectl, user, SIGNER)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -258,7 +298,9 @@ def test_cluster_wide_install_grants_exactly_what_the_operator_needs(
     # And nothing else at all: the API server's full list of the account's rights, less what
     # any account has, is exactly the needed set, wherever it is asked (with its Lease in
     # the release namespace).
-    for ns, needed in ((namespace, NEEDED | lease_rights(user)), (elsewhere, NEEDED)):
+    everywhere = NEEDED | SIGNER_RIGHTS
+    assert_signs_for_its_own_signer_only(kubectl, user)
+    for ns, needed in ((namespace, everywhere | lease_rights(user)), (elsewhere, everywhere)):
         grants, urls = extra_rights(kubectl, user, ns)
         assert grants == needed, (
             f"in {ns}: granted beyond the need: {sorted(grants - needed)}; "
@@ -277,15 +319,18 @@ def test_watch_namespaces_grants_nothing_outside_them(
 
     for ns in watched:
         assert_granted(kubectl, user, NEEDED, "-n", ns)
-        assert extra_rights(kubectl, user, ns) == (NEEDED, set())
+        assert extra_rights(kubectl, user, ns) == (NEEDED | SIGNER_RIGHTS, set())
+    # The CSR signer is cluster-wide in every scope, for its own signer name only.
+    assert_signs_for_its_own_signer_only(kubectl, user)
     assert_denied(kubectl, user, FORBIDDEN, "-n", watched[0])
 
-    # Its own namespace: its Lease alone; any other: nothing beyond what every account has.
-    assert extra_rights(kubectl, user, namespace) == (lease_rights(user), set())
+    # Its own namespace: its Lease alone; any other: nothing beyond what every account has,
+    # but the signer's cluster-wide rights (no namespaced resource among them).
+    assert extra_rights(kubectl, user, namespace) == (lease_rights(user) | SIGNER_RIGHTS, set())
     assert_lease_rights_confined(kubectl, user, namespace)
     for ns in (namespace, unwatched, "default"):
         if ns != namespace:
-            assert extra_rights(kubectl, user, ns) == (set(), set()), f"rights in {ns}"
+            assert extra_rights(kubectl, user, ns) == (SIGNER_RIGHTS, set()), f"rights in {ns}"
         assert_denied(
             kubectl, user, [(verb, "secrets") for verb in ("get", "list", "create")], "-n", ns
         )
@@ -305,7 +350,8 @@ def test_watch_namespaces_grants_nothing_outside_them(
         for b in bindings["items"]
         if any({k: s.get(k) for k in sa_subject} == sa_subject for s in b.get("subjects") or [])
     )
-    assert where == sorted([*watched, namespace])  # the Lease's RoleBinding in its own
+    # The Lease's RoleBinding in its own, and the signer's ClusterRoleBinding.
+    assert where == sorted([*watched, namespace, "(cluster)"])
 
 
 # --- the operator itself, with only those rights ------------------------------------------
@@ -400,6 +446,35 @@ def wait_until(what: str, check: Callable[[], Any], op: OperatorRun, timeout: fl
     )
 
 
+def signing_request(builder: str) -> dict[str, Any]:
+    """A CertificateSigningRequest for the operator's signer, naming ``builder``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rbac")]))
+        .sign(key, hashes.SHA256())
+    )
+    pem = csr.public_bytes(serialization.Encoding.PEM)
+    return {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {
+            "name": f"rbac-{uuid.uuid4().hex[:8]}",
+            "annotations": {"buildkit.dev/builder": builder},
+        },
+        "spec": {
+            "request": base64.b64encode(pem).decode(),
+            "signerName": SIGNER_NAME,
+            "usages": ["digital signature", "client auth"],
+        },
+    }
+
+
 REFUSED = re.compile(r"\b403\b|[Ff]orbidden|Not enough permissions")
 
 
@@ -460,6 +535,20 @@ def test_operator_runs_on_the_chart_rbac_alone(
             assert any(e.get("reportingComponent") == "buildkit-operator" for e in events)
             metrics = op.get(op.metrics_port, "/metrics")
             assert 'buildkit_operator_reconciles_total{result="Ready"}' in metrics
+            # It signs a client certificate for the Builder with the chart's rights alone
+            # (the review, the approval, the signature; the CA Secret of a watched namespace).
+            request = signing_request(f"{builders_ns}/rbac")
+            kubectl("create", "-f", "-", input=json.dumps(request))
+            try:
+                wait_until(
+                    "the request signed",
+                    lambda: (
+                        kubectl.json("get", "csr", request["metadata"]["name"]).get("status") or {}
+                    ).get("certificate"),
+                    op,
+                )
+            finally:
+                kubectl.run("delete", "csr", request["metadata"]["name"], "--ignore-not-found")
             # It leads through the chart's Lease, created and renewed with the Role's rights.
             lease = kubectl.json("get", "lease", deployment_name, "-n", namespace)
             assert lease["spec"]["holderIdentity"], lease
