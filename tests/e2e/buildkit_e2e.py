@@ -108,8 +108,41 @@ class Rendered:
         return {k: base64.b64decode(v) for k, v in matches[0]["data"].items()}
 
     def client_certs(self, into: Path) -> ClientCerts:
-        """The client Secret's files, as `buildkit-operator connect` would write them."""
-        return write_certs(self.secret_data("-client-tls"), into)
+        """The client Secret's files, as `buildkit-operator connect` would write them; without
+        one (tls.sharedClientCertificate: false) a certificate signed by the Builder's CA,
+        as the operator keeps one for itself in memory."""
+        if any(s["metadata"]["name"].endswith("-client-tls") for s in self.of_kind("Secret")):
+            return write_certs(self.secret_data("-client-tls"), into)
+        from datetime import UTC, datetime, timedelta
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from buildkit_operator.pki.client_csr import certificate_pem, load_issuer, sign_client
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        request = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([]))
+            .sign(key, hashes.SHA256())
+        )
+        ca = self.secret_data("-ca")
+        cert = sign_client(
+            request.public_bytes(serialization.Encoding.PEM),
+            username="e2e-harness",
+            groups=[],
+            ca=load_issuer(ca),
+            now=datetime.now(UTC),
+            validity=timedelta(hours=8),
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        data = {"ca.pem": ca["ca.pem"], "cert.pem": certificate_pem(cert), "key.pem": key_pem}
+        return write_certs(data, into)
 
 
 def render(manifests: Sequence[Mapping[str, Any]], workdir: Path) -> dict[str, Rendered]:
