@@ -69,6 +69,8 @@ def subject_for(username: str, groups: Sequence[str]) -> x509.Name:
         raise Refused("the request has no user name")
     if len(username) > 64:  # ub-common-name (RFC 5280)
         raise Refused("the user name is longer than the 64 characters a certificate CN holds")
+    # A group name too long for an O attribute (ub-organization-name) is left out rather
+    # than refusing the user: groups only describe, the review already decided.
     attributes = [
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups if 0 < len(g) <= 64
     ]

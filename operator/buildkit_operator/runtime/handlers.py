@@ -58,6 +58,10 @@ async def builder_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
     runner.builder_changed(event.get("type"), copy.deepcopy(dict(obj)))
 
 
+# Seconds between attempts at a certificate request the API server refused.
+CSR_RETRIES = (1.0, 3.0, 10.0)
+
+
 @kopf.on.event(
     "certificates.k8s.io",
     "v1",
@@ -73,15 +77,23 @@ async def csr_event(event: kopf.RawEvent, memo: kopf.Memo, logger: Any, **_: Any
     if kube is None or not isinstance(obj, Mapping) or event.get("type") == "DELETED":
         return
     lifetimes = memo.get("lifetimes") or Lifetimes()
-    try:
-        done = await asyncio.to_thread(
-            handle, kube, copy.deepcopy(dict(obj)), datetime.now(UTC), lifetimes
-        )
-    except Exception as err:  # the next event (or the resync at startup) tries again
-        logger.warning("certificate request %s: %s", obj.get("metadata", {}).get("name"), err)
+    name = (obj.get("metadata") or {}).get("name")
+    # A request sees no further event unless someone changes it: a refusal of the API
+    # server (not the user's) is tried again here, then left to the listing at startup.
+    for pause in (*CSR_RETRIES, None):
+        try:
+            done = await asyncio.to_thread(
+                handle, kube, copy.deepcopy(dict(obj)), datetime.now(UTC), lifetimes
+            )
+        except Exception as err:
+            logger.warning("certificate request %s: %s", name, err)
+            if pause is None:
+                return
+            await asyncio.sleep(pause)
+            continue
+        if done:
+            logger.info("certificate request %s", done)
         return
-    if done:
-        logger.info("certificate request %s", done)
 
 
 @kopf.on.cleanup()
