@@ -147,3 +147,14 @@ def test_a_request_must_name_its_builder(value: str | None) -> None:
     obj = csr()
     obj["metadata"]["annotations"] = {} if value is None else {"buildkit.dev/builder": value}
     assert isinstance(target(obj), str)
+
+
+def test_the_operator_refuses_a_default_lifetime_beyond_the_cap() -> None:
+    from buildkit_operator.cli.main import UsageError, build_parser, lifetimes_from
+
+    run = ["run", "--client-certificate-lifetime=2h", "--client-certificate-max-lifetime=4h"]
+    lifetimes = lifetimes_from(build_parser().parse_args(run))
+    assert (lifetimes.default, lifetimes.cap) == (2 * HOUR, 4 * HOUR)
+    wrong = ["run", "--client-certificate-lifetime=8h", "--client-certificate-max-lifetime=1h"]
+    with pytest.raises(UsageError, match="at most"):
+        lifetimes_from(build_parser().parse_args(wrong))
