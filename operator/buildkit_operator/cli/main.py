@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,9 +20,9 @@ from .. import __version__
 from ..api import API_VERSION, KIND, Builder, InvalidBuilder
 from ..api.crd import crd_yaml
 from ..api.defaults import DEFAULTS, Defaults, InvalidDefaults, make_defaults
-from ..api.durations import duration_seconds
 from ..pki import ensure_tls
 from ..render import render_builder, server_sans
+from .certificate_flags import add_connect_flags, add_signer_flags, lifetimes, request_seconds
 from .output import dump_stream
 
 EXIT_USAGE = 2
@@ -133,19 +133,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def lifetimes_from(args: argparse.Namespace) -> Any:
     """How long the client certificates the operator signs live (the CSR signer)."""
-    from ..reconcile.signing import Lifetimes
-
     try:
-        default = duration_seconds(args.client_certificate_lifetime)
-        cap = duration_seconds(args.client_certificate_max_lifetime)
+        return lifetimes(args.client_certificate_lifetime, args.client_certificate_max_lifetime)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if not 0 < default <= cap:
-        raise UsageError(
-            "--client-certificate-lifetime must be longer than zero and at most "
-            "--client-certificate-max-lifetime"
-        )
-    return Lifetimes(timedelta(seconds=default), timedelta(seconds=cap))
 
 
 def election_from(args: argparse.Namespace) -> Any:
@@ -184,15 +175,10 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
 
 def _duration(text: str | None) -> int | None:
-    if text is None:
-        return None
     try:
-        seconds = duration_seconds(text)
+        return request_seconds(text)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if seconds < 600:
-        raise UsageError("--duration must be at least 10m (the API server's minimum)")
-    return seconds
 
 
 def cmd_wake(args: argparse.Namespace) -> int:
@@ -361,22 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often the Lease is renewed, or tried by a standby (default 2)",
     )
-    signer = run.add_argument_group(
-        "client certificates",
-        "signing users' CertificateSigningRequests for the signer buildkit.dev/client",
-    )
-    signer.add_argument(
-        "--client-certificate-lifetime",
-        default="8h",
-        metavar="DURATION",
-        help="lifetime of a certificate whose request asks none (default 8h)",
-    )
-    signer.add_argument(
-        "--client-certificate-max-lifetime",
-        default="24h",
-        metavar="DURATION",
-        help="no certificate lives longer, whatever its request asks (default 24h)",
-    )
+    add_signer_flags(run)
     add_default_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -398,17 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a repository or project: print the daemon (per pool) this key always builds "
         "on, so it keeps hitting its warm cache",
     )
-    connect.add_argument(
-        "--shared",
-        action="store_true",
-        help="use the Builder's shared client certificate (its Secret) instead of one of "
-        "your own signed for you through a CertificateSigningRequest",
-    )
-    connect.add_argument(
-        "--duration",
-        metavar="DURATION",
-        help="how long your certificate should live, e.g. 2h (the operator may shorten it)",
-    )
+    add_connect_flags(connect)
     connect.set_defaults(func=cmd_connect)
 
     wake = sub.add_parser(
