@@ -18,9 +18,10 @@ from buildkit_operator.api.daemons import daemons as daemon_slots
 from buildkit_operator.cluster import Kube
 from buildkit_operator.pki import ensure_tls
 from buildkit_operator.reconcile import admitted
+from buildkit_operator.reconcile.daemon_state import daemon_state
 from buildkit_operator.reconcile.plan import plan
 from buildkit_operator.reconcile.report import record_rewrites
-from buildkit_operator.reconcile.status import compute_status, daemon_state
+from buildkit_operator.reconcile.status import compute_status
 from buildkit_operator.reconcile.types import Plan
 from buildkit_operator.render import render_builder, server_sans
 

@@ -37,6 +37,7 @@ PURE_MODULES = {
     "reconcile.holds",
     "reconcile.drift",
     "reconcile.status",
+    "reconcile.daemon_state",
     "reconcile.idle",
     "reconcile.types",
     "reconcile.requeue",

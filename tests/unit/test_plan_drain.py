@@ -193,7 +193,8 @@ def test_at_rest_nothing_is_disruptive() -> None:
 
 
 def test_status_shows_what_waits_and_since_when() -> None:
-    from buildkit_operator.reconcile.status import DaemonState, compute_status
+    from buildkit_operator.reconcile.daemon_state import DaemonState
+    from buildkit_operator.reconcile.status import compute_status
 
     b = make(**AFTER)
     p = decide(b, world(make(**BEFORE)), {"team-a-0": BUILDING, "team-a-1": BUILDING})

@@ -13,9 +13,10 @@ from typing import Any
 import lupa.lua51
 
 from buildkit_operator.api import Builder
+from buildkit_operator.reconcile.daemon_state import daemon_state
 from buildkit_operator.reconcile.pods import CREATING_TOO_LONG, daemon_cause, daemon_pods
 from buildkit_operator.reconcile.report import record_daemon_events, record_phase_event
-from buildkit_operator.reconcile.status import compute_status, daemon_state
+from buildkit_operator.reconcile.status import compute_status
 from buildkit_operator.reconcile.types import Plan
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

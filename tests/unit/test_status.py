@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from buildkit_operator.api import Builder
+from buildkit_operator.reconcile.daemon_state import daemon_state
 from buildkit_operator.reconcile.status import (
     compute_status,
-    daemon_state,
     failed_status,
     invalid_status,
 )

@@ -28,6 +28,7 @@ from ..cluster import Kube
 from ..pki import TLSBundle
 from ..render import render_builder
 from .apply import FAILURES, Applied, api_message, apply_actions
+from .daemon_state import daemon_state
 from .holds import held_since
 from .observe import (
     asleep,
@@ -50,7 +51,7 @@ from .report import (
     write_status,
 )
 from .requeue import USER_SECRET_CHECK, requeue_after
-from .status import compute_status, daemon_state, failed_status
+from .status import compute_status, failed_status
 from .types import WORKLOAD_KIND, Outcome, Plan
 from .userns import describe, scale_to_zero, without_user_namespace
 
