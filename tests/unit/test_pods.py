@@ -201,10 +201,21 @@ runtime.goexit
 """
 
 
+# What rootlesskit v2 prints after buildkitd exits, in the rootless image (as the kubelet
+# kept it on a real node).
+ROOTLESSKIT_EXIT = (
+    "[rootlesskit:child ] error: command [buildkitd --addr unix:///run/user/1000/buildkit/"
+    "buildkitd.sock --addr tcp://0.0.0.0:1234 --config /etc/buildkit/buildkitd.toml --root "
+    "/home/user/.local/share/buildkit --tlscacert /certs/ca.pem --tlscert /certs/cert.pem "
+    "--tlskey /certs/key.pem --oci-worker-no-process-sandbox] exited: exit status 1\n"
+    "[rootlesskit:parent] error: child exited: exit status 1\n"
+)
+
+
 def test_a_crash_loop_keeps_buildkitds_error_not_its_stack_trace() -> None:
     looping = crash_loop()
     last = looping["status"]["containerStatuses"][0]["lastState"]["terminated"]
-    last["message"] = STACK_TRACE
+    last["message"] = STACK_TRACE + ROOTLESSKIT_EXIT
     cause = daemon_cause([looping], deployment(), NOW)
     assert cause is not None and cause.reason == "CrashLoopBackOff"
     assert (
@@ -213,6 +224,16 @@ def test_a_crash_loop_keeps_buildkitds_error_not_its_stack_trace() -> None:
     ), cause.message
     assert "failed to parse config" in cause.message
     assert "main.go" not in cause.message and "runtime.goexit" not in cause.message
+    assert "rootlesskit" not in cause.message  # the exit code says what it says
+
+
+def test_rootlesskits_exit_report_does_not_hide_the_cache_error() -> None:
+    looping = crash_loop()
+    last = looping["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    last["message"] += ROOTLESSKIT_EXIT
+    cause = daemon_cause([looping], deployment(), NOW)
+    assert cause is not None and LOCK in cause.message, cause
+    assert "world-writable" in cause.message
 
 
 def test_a_cache_the_rootless_daemon_may_not_write_names_the_fix() -> None:

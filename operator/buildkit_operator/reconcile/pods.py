@@ -63,6 +63,13 @@ _TIMESTAMP = re.compile(
     r"|\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?\s*"
 )
 
+# What rootlesskit (the rootless image's entrypoint) adds when buildkitd exits: the exit
+# status (already in the message) and buildkitd's whole command line, long enough to push
+# buildkitd's own error out of the kept tail.
+_ROOTLESSKIT_EXIT = re.compile(
+    r"\[rootlesskit:(?:child |parent)\] error: (?:command \[.*\] exited|child exited): "
+    r"exit status \d+$"
+)
 # The second line of a Go stack frame: a tab, the source file and line (and an offset).
 _FRAME_LOCATION = re.compile(r"\t\S+\.(?:go|s):\d+(?: \+0x[0-9a-f]+)?$")
 
@@ -226,11 +233,16 @@ def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | Non
 
 
 def _tail(text: str) -> str:
-    """The last lines of a termination message, without their timestamps and without a Go
-    stack trace: buildkitd prints its fatal error with one (``buildkitd: <error>`` and then
-    a function and a tab-indented ``file.go:line`` per frame), which would otherwise push
-    the error out of the kept tail."""
-    lines = [_TIMESTAMP.sub("", line).strip() for line in _without_frames(text.splitlines())]
+    """The last lines of a termination message, without their timestamps, a Go stack trace
+    or rootlesskit's report of the exit: buildkitd prints its fatal error with a stack trace
+    (``buildkitd: <error>`` and then a function and a tab-indented ``file.go:line`` per
+    frame), and rootlesskit follows it with buildkitd's command line; either would push the
+    error out of the kept tail."""
+    lines = [
+        _TIMESTAMP.sub("", line).strip()
+        for line in _without_frames(text.splitlines())
+        if not _ROOTLESSKIT_EXIT.match(line)
+    ]
     joined = " / ".join(line for line in lines if line)
     return joined if len(joined) <= MESSAGE_TAIL else "..." + joined[-MESSAGE_TAIL:]
 
