@@ -17,9 +17,11 @@ container's own log (``kubectl logs --previous``), the image from the pod's spec
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,8 @@ BAD_CONFIG = '[worker.oci]\nmax-parallelism = "lots"\n'
 # A name no resolver answers (RFC 2606): there is no registry on this node anyway.
 BAD_IMAGE = "registry.invalid/buildkit:none"
 TIMEOUT = 120.0
+# Longer than the operator takes to write a status the pods' watch calls for (a second).
+QUIET = 4.0
 
 
 @pytest.fixture
@@ -156,6 +160,28 @@ def warnings(api: Api, namespace: str, reason: str) -> list[dict[str, Any]]:
     return [e for e in events if e.get("type") == "Warning" and e.get("reason") == reason]
 
 
+def _waiting_reasons(api: Api, namespace: str) -> set[str]:
+    pods = pods_of(api, namespace, NAME)
+    return {
+        str(((_buildkitd(p).get("state") or {}).get("waiting") or {}).get("reason")) for p in pods
+    }
+
+
+def status_writes(node: LocalNode, namespace: str, since: float) -> list[str]:
+    """Writes of the Builder's status after ``since`` (epoch seconds), from the API server's
+    audit log (the operator runs here with the admin's credentials, so by path)."""
+    assert node.cluster is not None
+    path = f"{GROUP_PATH}/namespaces/{namespace}/builders/{NAME}/status"
+    writes = []
+    for line in node.cluster.audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        when = datetime.fromisoformat(entry.get("requestReceivedTimestamp", "")).timestamp()
+        uri = str(entry.get("requestURI", "")).split("?", 1)[0]
+        if when >= since and entry.get("stage") == "ResponseComplete" and uri == path:
+            writes.append(f"{entry['verb']} {uri} {entry.get('requestReceivedTimestamp')}")
+    return writes
+
+
 def previous_log(node: LocalNode, namespace: str, pod: str) -> str:
     assert node.cluster is not None
     kubectl = node.cluster.kubectl()
@@ -258,6 +284,20 @@ def test_a_daemon_that_cannot_run_is_degraded_with_its_cause_until_fixed(
     assert spec_container["image"] == BAD_IMAGE
     message = _condition(obj, "Degraded")["message"]
     assert BAD_IMAGE in message, message
+    # The kubelet alternates ErrImagePull and ImagePullBackOff while it retries the pull:
+    # one cause, so the Builder holds still (no status write, no second Warning).
+    since = time.time()
+    seen = ((_buildkitd(pod).get("state") or {}).get("waiting") or {}).get("reason")
+    wait_for(
+        lambda: _waiting_reasons(api, ns) - {seen},
+        f"the kubelet's next waiting reason after {seen}",
+        TIMEOUT,
+        interval=0.2,
+    )
+    time.sleep(QUIET)  # the operator's turn to react, read from the audit log below
+    now = _condition(builder(api, ns, NAME), "Degraded")["message"]
+    assert status_writes(node, ns, since) == [], (message, now, _buildkitd(pod))
+    assert now == message
     (event,) = warnings(api, ns, "ImagePullBackOff")
     assert BAD_IMAGE in event["message"], event
     patch_spec(api, ns, {"image": None})

@@ -55,6 +55,7 @@ CAUSES = (
 # The kubelet's waiting reasons of a container whose image it cannot get. ErrImagePull and
 # ImagePullBackOff alternate while the pull is retried: both are one cause.
 _PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+_RETRIED_PULL = {"ErrImagePull", "ImagePullBackOff"}
 _CREATE = {"CreateContainerConfigError", "CreateContainerError"}
 # buildkitd logs through logrus (time="..." level=...); other tools start lines with a
 # timestamp. Either changes on every run of the same failure.
@@ -149,6 +150,10 @@ def _container_cause(pod: str, container: Mapping[str, Any]) -> Cause | None:
     what = f"container {name} of pod {pod}"
     if reason in _PULL:
         detail = waiting.get("message") or reason
+        if reason in _RETRIED_PULL:
+            # Each of the two has its own message (the registry's answer, then "Back-off
+            # pulling image"): naming either would change the status on every retry.
+            detail = f"the kubelet retries (kubectl describe pod {pod} shows the registry's answer)"
         return Cause(
             "ImagePullBackOff",
             f"{what} cannot pull image {container.get('image') or '?'}: {detail}; check "
