@@ -469,6 +469,9 @@ def _skipped(kind: str, path: list[Step]) -> bool:
     kind="deployment",
     choice=68149,
 )
+# Found by the integration tier: a hand edit of the digest of what the operator applied
+# (buildkit.dev/intent) was never put back.
+@example(spec={}, kind="deployment", choice=0)
 def test_a_hand_edit_of_any_field_the_operator_sets_is_repaired(
     k: Kubectl, namespace: str, cluster: Any, spec: dict[str, Any], kind: str, choice: int
 ) -> None:
@@ -518,7 +521,10 @@ def test_a_hand_edit_of_any_field_the_operator_sets_is_repaired(
     where = _text(path)
     broken_certificate = kind == "secret" and path[:1] == ["data"]
     # The record of the spec last applied runs nothing: noRecreate puts it back too.
-    spec_record = path == ["metadata", "annotations", "buildkit.dev/applied-spec"]
+    spec_record = path[:2] == ["metadata", "annotations"] and path[2:] in (
+        ["buildkit.dev/applied-spec"],
+        ["buildkit.dev/intent"],
+    )
     if spec.get("noRecreate") and not broken_certificate and not spec_record:
 
         def reported() -> bool:

@@ -122,6 +122,33 @@ def test_a_quota_that_refuses_the_pod_is_named(k: Kubectl, namespace: str) -> No
     ready(k, "quota", namespace, timeout=120)
 
 
+def test_a_limit_range_that_refuses_the_pod_is_named(k: Kubectl, namespace: str) -> None:
+    # A namespace whose containers may ask for at most 100m of CPU; the Builder asks for more.
+    # The Builder and its Deployment are admitted: only the pod is refused, by the LimitRanger
+    # admission plugin at the API server, so the cause is the ReplicaSet's FailedCreate.
+    k.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": {"name": "small", "namespace": namespace},
+            "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]},
+        }
+    )
+    resources = {"requests": {"cpu": "500m"}, "limits": {"cpu": "500m"}}
+    k.apply(builder("big", namespace, resources=resources, **EPHEMERAL))
+    obj = degraded_by(k, "big", namespace, "FailedCreate")
+    message = condition(obj, "Degraded")["message"]
+    # The LimitRanger's own words: the limit it enforces, on the resource it names.
+    assert "maximum cpu usage per Container is 100m" in message, message
+    assert_stalled_not_rolling(obj, "FailedCreate")
+    assert len(warnings(k, namespace, "big", "FailedCreate")) == 1
+
+    # Fixed by its owner: a request the namespace allows.
+    small = {"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}}
+    patch_spec(k, "big", namespace, {"resources": small})
+    ready(k, "big", namespace, timeout=120)
+
+
 def _kubelet_status(pod: dict[str, Any], *, crashing: bool, restarts: int, at: str) -> str:
     """A merge patch of the pod's status as the kubelet writes it: the buildkitd container
     waiting in CrashLoopBackOff with its last termination (its log's last lines, under

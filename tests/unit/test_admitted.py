@@ -131,6 +131,21 @@ def test_objects_written_before_digests_are_repaired_and_not_rewritten_for_the_d
     assert action.obj["metadata"]["annotations"]["buildkit.dev/intent"]
 
 
+INTENT = "metadata.annotations.buildkit.dev/intent"
+
+
+def test_a_digest_edited_by_hand_is_put_back_even_under_no_recreate() -> None:
+    # The digest runs nothing, like the record of the spec last applied: noRecreate puts it
+    # back too, and a wrong one must not leave the next admission rewrite taken for drift.
+    for b in (make(), make(noRecreate=True)):
+        live = as_created(b)
+        live[("Deployment", "team-a-0")]["metadata"]["annotations"]["buildkit.dev/intent"] = "x"
+        p = decide(b, live)
+        (action,) = p.actions
+        assert (action.verb, action.name, action.paths) == ("patch", "team-a-0", (INTENT,))
+        assert p.drifted == ()
+
+
 def test_secrets_carry_no_digest_and_are_always_repaired() -> None:
     b = make()
     created = {a.key: a.obj for a in decide(b, {}).actions}

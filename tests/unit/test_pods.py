@@ -153,7 +153,7 @@ def test_crash_loop_names_the_last_termination_message_without_its_timestamps() 
     assert cause is not None and cause.reason == "CrashLoopBackOff"
     assert LOCK in cause.message and "exit code 1" in cause.message
     assert "2026-11-24" not in cause.message and "back-off" not in cause.message
-    assert "kubectl logs team-a-0-7c9d8f5b6-x7k2p -c buildkitd --previous" in cause.message
+    assert "world-writable" in cause.message  # the lock in its cache: what to do
 
 
 def test_a_crash_loop_reads_the_same_on_every_restart() -> None:
@@ -175,6 +175,82 @@ def test_a_single_restart_is_no_crash_loop() -> None:
     assert daemon_cause([once], deployment(), NOW) is None
     # Its first back-off is: the kubelet waits only from the second exit on.
     assert daemon_cause([crash_loop(restarts=1)], deployment(), NOW) is not None
+
+
+# buildkitd's fatal error as its main prints it (`buildkitd: %+v`): the error, then the
+# Go stack trace pkg/errors recorded (v0.34.2, a raw config of the wrong type).
+STACK_TRACE = """\
+buildkitd: toml: cannot decode TOML string into struct field config.OCIConfig.MaxParallelism \
+of type int
+failed to parse config
+github.com/moby/buildkit/cmd/buildkitd/config.Load
+\tgithub.com/moby/buildkit@v0.34.2/cmd/buildkitd/config/load.go:15
+github.com/moby/buildkit/cmd/buildkitd/config.LoadFile
+\tgithub.com/moby/buildkit@v0.34.2/cmd/buildkitd/config/load.go:30
+main.main.func3
+\tgithub.com/moby/buildkit@v0.34.2/cmd/buildkitd/main.go:274
+github.com/urfave/cli/v3.(*Command).run
+\tgithub.com/urfave/cli/v3@v3.11.0/command_run.go:382
+github.com/urfave/cli/v3.(*Command).Run
+\tgithub.com/urfave/cli/v3@v3.11.0/command_run.go:95
+main.main
+\tgithub.com/moby/buildkit@v0.34.2/cmd/buildkitd/main.go:495
+runtime.main
+\truntime/proc.go:290
+runtime.goexit
+\truntime/asm_amd64.s:1771
+"""
+
+
+# What rootlesskit v2 prints after buildkitd exits, in the rootless image (as the kubelet
+# kept it on a real node).
+ROOTLESSKIT_EXIT = (
+    "[rootlesskit:child ] error: command [buildkitd --addr unix:///run/user/1000/buildkit/"
+    "buildkitd.sock --addr tcp://0.0.0.0:1234 --config /etc/buildkit/buildkitd.toml --root "
+    "/home/user/.local/share/buildkit --tlscacert /certs/ca.pem --tlscert /certs/cert.pem "
+    "--tlskey /certs/key.pem --oci-worker-no-process-sandbox] exited: exit status 1\n"
+    "[rootlesskit:parent] error: child exited: exit status 1\n"
+)
+
+
+def test_a_crash_loop_keeps_buildkitds_error_not_its_stack_trace() -> None:
+    looping = crash_loop()
+    last = looping["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    last["message"] = STACK_TRACE + ROOTLESSKIT_EXIT
+    cause = daemon_cause([looping], deployment(), NOW)
+    assert cause is not None and cause.reason == "CrashLoopBackOff"
+    assert (
+        "toml: cannot decode TOML string into struct field config.OCIConfig.MaxParallelism "
+        "of type int" in cause.message
+    ), cause.message
+    assert "failed to parse config" in cause.message
+    assert "main.go" not in cause.message and "runtime.goexit" not in cause.message
+    assert "rootlesskit" not in cause.message  # the exit code says what it says
+
+
+def test_rootlesskits_exit_report_does_not_hide_the_cache_error() -> None:
+    looping = crash_loop()
+    last = looping["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    last["message"] += ROOTLESSKIT_EXIT
+    cause = daemon_cause([looping], deployment(), NOW)
+    assert cause is not None and LOCK in cause.message, cause
+    assert "world-writable" in cause.message
+
+
+def test_a_cache_the_rootless_daemon_may_not_write_names_the_fix() -> None:
+    """The README's "Cache storage: which storage needs what": storage that applies the
+    pod's fsGroup, a world-writable directory, or a rootful Builder."""
+    cause = daemon_cause([crash_loop()], deployment(), NOW)
+    assert cause is not None and cause.reason == "CrashLoopBackOff" and LOCK in cause.message
+    for fix in ("fsGroup", "world-writable", "uid 1000", "rootless: false"):
+        assert fix in cause.message, cause.message
+    # Another daemon's permission error (not its cache) keeps the general advice.
+    other = crash_loop()
+    last = other["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    last["message"] = "buildkitd: open /etc/buildkit/buildkitd.toml: permission denied\n"
+    cause = daemon_cause([other], deployment(), NOW)
+    assert cause is not None and "fsGroup" not in cause.message
+    assert "kubectl logs" in cause.message
 
 
 def test_oom_killed_is_its_own_cause() -> None:
@@ -207,7 +283,9 @@ def test_image_pull_errors_are_one_cause_with_the_image() -> None:
         )
     assert [c.reason for c in causes if c] == ["ImagePullBackOff", "ImagePullBackOff"]
     assert all("moby/buildkit:nope" in c.message for c in causes if c)
-    assert "not found" in causes[0].message  # type: ignore[union-attr]
+    # The kubelet alternates the two while it retries: the Builder reads the same.
+    assert causes[0] == causes[1]
+    assert "kubectl describe pod team-a-0-7c9d8f5b6-x7k2p" in causes[0].message  # type: ignore[union-attr]
 
 
 def test_unschedulable_carries_the_scheduler_message() -> None:

@@ -59,16 +59,16 @@ def stamped(want: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def as_live(want: Mapping[str, Any], have: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``want`` with the digest ``have`` carries (or none): what is compared, since the digest
-    alone differing asks for no write (it goes with the next real one)."""
+    """What is compared with ``have``: ``want`` without its digest when ``have`` carries
+    none (a child of a release before digests: the digest goes with its next real write,
+    so an upgrade writes nothing), else ``want`` as stamped, so that a digest edited by
+    hand is put back like any other field the operator sets."""
+    if _annotation(have) is not None:
+        return want
     meta = dict(want.get("metadata") or {})
-    annotations = {
+    meta["annotations"] = {
         k: v for k, v in (meta.get("annotations") or {}).items() if k != ANNOTATION_INTENT
     }
-    live = _annotation(have)
-    if live is not None:
-        annotations[ANNOTATION_INTENT] = live
-    meta["annotations"] = annotations
     return {**want, "metadata": meta}
 
 

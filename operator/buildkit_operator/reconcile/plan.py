@@ -36,6 +36,7 @@ from ..api import API_VERSION, KIND, BuilderSpec
 from ..api.daemons import Activity
 from ..api.names import (
     ANNOTATION_APPLIED_SPEC,
+    ANNOTATION_INTENT,
     ANNOTATION_TLS_HASH,
     FIELD_MANAGER,
     LABEL_BUILDER,
@@ -71,6 +72,7 @@ _IMMUTABLE_PATHS: dict[str, tuple[str, ...]] = {"Deployment": ("spec.selector",)
 _TLS_HASH_PATH = f"spec.template.metadata.annotations.{ANNOTATION_TLS_HASH}"
 # The spec last applied, kept on the ConfigMap: a record, not something that runs.
 _APPLIED_SPEC_PATH = f"metadata.annotations.{ANNOTATION_APPLIED_SPEC}"
+_RECORD_PATHS = {_APPLIED_SPEC_PATH, f"metadata.annotations.{ANNOTATION_INTENT}"}
 
 
 def _under(path: str, prefixes: Iterable[str]) -> bool:
@@ -213,10 +215,12 @@ def plan(
             if kind == WORKLOAD_KIND and set(paths) == {_TLS_HASH_PATH}:
                 actions.append(Action("roll", kind, name, _roll_patch(want), "new certificate"))
                 continue
-            if kind == "ConfigMap" and set(paths) == {_APPLIED_SPEC_PATH}:
-                # Only the record of the spec differs: writing it changes nothing that
-                # runs, and a record edited by hand is put back.
-                actions.append(Action("patch", kind, name, want, _APPLIED_SPEC_PATH, (paths[0],)))
+            if set(paths) <= _RECORD_PATHS:
+                # Only the operator's records differ (the spec last applied, the digest of
+                # what it applied): writing them changes nothing that runs, and a record
+                # edited by hand is put back.
+                reason = ", ".join(paths)
+                actions.append(Action("patch", kind, name, want, reason, tuple(paths)))
                 continue
             drifted += _describe(kind, name, paths)
             if kind == WORKLOAD_KIND and _TLS_HASH_PATH in paths:

@@ -22,12 +22,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.names import LABEL_DAEMON
+from ..render.workload import ROOTLESS, ROOTLESS_UID
 
 # How long a pod may stay in ContainerCreating before it is reported: longer than any image
 # pull of a healthy node, shorter than a person's patience.
 CREATING_TOO_LONG = timedelta(minutes=5)
 # The characters of a termination message kept (its end: the last lines say why).
 MESSAGE_TAIL = 400
+
+_READ_THE_LOG = "fix what its log says (kubectl logs {} -c {} --previous)"
+# What to do when the rootless daemon may not write its cache: the README's "Cache storage:
+# which storage needs what".
+_CACHE_NOT_WRITABLE = (
+    f"the cache volume is not writable by the rootless daemon (uid {ROOTLESS_UID}): its "
+    "storage does not apply the pod's fsGroup (hostPath and local-path volumes, NFS, CSI "
+    "drivers with fsGroupPolicy None); make the volume's directory world-writable (or owned "
+    f"by uid {ROOTLESS_UID}), use a StorageClass whose storage applies fsGroup (block storage, "
+    "local volumes, CSI with fsGroupPolicy File), or set the Builder's rootless: false"
+)
 
 # Every reason a cause can have (the Degraded condition's reasons, and the Warning Events').
 CAUSES = (
@@ -43,6 +55,7 @@ CAUSES = (
 # The kubelet's waiting reasons of a container whose image it cannot get. ErrImagePull and
 # ImagePullBackOff alternate while the pull is retried: both are one cause.
 _PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+_RETRIED_PULL = {"ErrImagePull", "ImagePullBackOff"}
 _CREATE = {"CreateContainerConfigError", "CreateContainerError"}
 # buildkitd logs through logrus (time="..." level=...); other tools start lines with a
 # timestamp. Either changes on every run of the same failure.
@@ -50,6 +63,16 @@ _TIMESTAMP = re.compile(
     r'time="[^"]*"\s*'
     r"|\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?\s*"
 )
+
+# What rootlesskit (the rootless image's entrypoint) adds when buildkitd exits: the exit
+# status (already in the message) and buildkitd's whole command line, long enough to push
+# buildkitd's own error out of the kept tail.
+_ROOTLESSKIT_EXIT = re.compile(
+    r"\[rootlesskit:(?:child |parent)\] error: (?:command \[.*\] exited|child exited): "
+    r"exit status \d+$"
+)
+# The second line of a Go stack frame: a tab, the source file and line (and an offset).
+_FRAME_LOCATION = re.compile(r"\t\S+\.(?:go|s):\d+(?: \+0x[0-9a-f]+)?$")
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,10 @@ def _container_cause(pod: str, container: Mapping[str, Any]) -> Cause | None:
     what = f"container {name} of pod {pod}"
     if reason in _PULL:
         detail = waiting.get("message") or reason
+        if reason in _RETRIED_PULL:
+            # Each of the two has its own message (the registry's answer, then "Back-off
+            # pulling image"): naming either would change the status on every retry.
+            detail = f"the kubelet retries (kubectl describe pod {pod} shows the registry's answer)"
         return Cause(
             "ImagePullBackOff",
             f"{what} cannot pull image {container.get('image') or '?'}: {detail}; check "
@@ -160,8 +187,16 @@ def _container_cause(pod: str, container: Mapping[str, Any]) -> Cause | None:
         "CrashLoopBackOff",
         f"{what} keeps exiting ({why})"
         + (f": {said}" if said else "")
-        + f"; fix what its log says (kubectl logs {pod} -c {name} --previous)",
+        + "; "
+        + (_CACHE_NOT_WRITABLE if _cache_refused(said) else _READ_THE_LOG.format(pod, name)),
     )
+
+
+def _cache_refused(said: str) -> bool:
+    """buildkitd (uid 1000 in the rootless image) may not write its state directory: the
+    cache volume's storage did not apply the pod's fsGroup to a directory only root may
+    write (a hostPath volume, NFS)."""
+    return "permission denied" in said and ROOTLESS.root in said
 
 
 def _creating_too_long(pod: str, status: Mapping[str, Any], now: datetime) -> Cause | None:
@@ -203,10 +238,32 @@ def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | Non
 
 
 def _tail(text: str) -> str:
-    """The last lines of a termination message, without their timestamps."""
-    lines = [_TIMESTAMP.sub("", line).strip() for line in text.splitlines()]
+    """The last lines of a termination message, without their timestamps, a Go stack trace
+    or rootlesskit's report of the exit: buildkitd prints its fatal error with a stack trace
+    (``buildkitd: <error>`` and then a function and a tab-indented ``file.go:line`` per
+    frame), and rootlesskit follows it with buildkitd's command line; either would push the
+    error out of the kept tail."""
+    lines = [
+        _TIMESTAMP.sub("", line).strip()
+        for line in _without_frames(text.splitlines())
+        if not _ROOTLESSKIT_EXIT.match(line)
+    ]
     joined = " / ".join(line for line in lines if line)
     return joined if len(joined) <= MESSAGE_TAIL else "..." + joined[-MESSAGE_TAIL:]
+
+
+def _without_frames(lines: list[str]) -> list[str]:
+    """The lines that are not frames of a Go stack trace (a function, then its location)."""
+    out: list[str] = []
+    skip = False
+    for here, after in zip(lines, [*lines[1:], ""], strict=True):
+        if skip:
+            skip = False
+        elif _FRAME_LOCATION.match(after) and not any(c.isspace() for c in here):
+            skip = True  # this function's location line goes with it
+        elif not _FRAME_LOCATION.match(here):
+            out.append(here)
+    return out
 
 
 def _parse_time(text: Any) -> datetime | None:
