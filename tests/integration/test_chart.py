@@ -102,15 +102,17 @@ def test_install_upgrade_uninstall(helm: Helm, kubectl: Any, namespace: str, rel
     assert container["args"][:2] == ["run", "--all-namespaces"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
-    assert cluster_objects(kubectl, release) == [
-        f"ClusterRole/{fullname}",
-        f"ClusterRoleBinding/{fullname}",
-    ]
+    # The signer's rights are cluster-wide whatever the scope: CertificateSigningRequests
+    # are cluster-scoped objects.
+    signer = [f"ClusterRole/{fullname}-csr-signer", f"ClusterRoleBinding/{fullname}-csr-signer"]
+    assert cluster_objects(kubectl, release) == sorted(
+        [f"ClusterRole/{fullname}", f"ClusterRoleBinding/{fullname}", *signer]
+    )
 
     # Narrow the scope to this namespace: the cluster-wide grant goes, a Role takes its place.
     helm("upgrade", release, str(CHART), "--namespace", namespace, "--reuse-values",
          "--set", f"watchNamespaces={{{namespace}}}", "--wait", "--timeout", "180s")  # fmt: skip
-    assert cluster_objects(kubectl, release) == []
+    assert cluster_objects(kubectl, release) == sorted(signer)
     kubectl("get", "role,rolebinding", fullname, "-n", namespace)
     deployment = kubectl.json("get", "deployment", fullname, "-n", namespace)
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -119,7 +121,7 @@ def test_install_upgrade_uninstall(helm: Helm, kubectl: Any, namespace: str, rel
     # And back to every namespace (the chart's defaults).
     helm("upgrade", release, str(CHART), "--namespace", namespace, "--reset-values",
          "--wait", "--timeout", "180s")  # fmt: skip
-    assert len(cluster_objects(kubectl, release)) == 2
+    assert len(cluster_objects(kubectl, release)) == 4
     roles = kubectl.json("get", "roles", "-n", namespace)["items"]
     assert [r["metadata"]["name"] for r in roles] == [f"{fullname}-leader-election"]
 
@@ -167,6 +169,8 @@ def test_plain_manifests_pass_a_server_side_dry_run(kubectl: Any, namespace: str
             "serviceaccount/buildkit-operator",
             "clusterrole.rbac.authorization.k8s.io/buildkit-operator",
             "clusterrolebinding.rbac.authorization.k8s.io/buildkit-operator",
+            "clusterrole.rbac.authorization.k8s.io/buildkit-operator-csr-signer",
+            "clusterrolebinding.rbac.authorization.k8s.io/buildkit-operator-csr-signer",
             "service/buildkit-operator-metrics",
             "deployment.apps/buildkit-operator",
             "poddisruptionbudget.policy/buildkit-operator",
