@@ -154,6 +154,7 @@ def degraded_after(
             after = ", ".join(f"{now - seen[w]:.1f}s after {w}" for w in marks if w in seen)
             (pod,) = pods
             report(f"{label}: Builder Degraded ({reason}) {after}")
+            report(f"{label}: what the user reads: Degraded {reason}: {degraded.get('message')}")
             return obj, pod
         time.sleep(0.2)
     raise AssertionError(f"not Degraded by {reason}:\n{describe(api, namespace, NAME, node)}")
