@@ -127,6 +127,22 @@ def issue_ca(name: str, now: datetime, validity: timedelta) -> Issuer:
     return Issuer(cert, key, pair(cert, key))
 
 
+def leaf_key_usage(*, key_encipherment: bool) -> x509.KeyUsage:
+    """The key usage of a TLS leaf: signing only, plus key encipherment for an RSA key
+    (whose TLS key exchange encrypts with it)."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def issue_leaf(
     role: LeafRole,
     name: str,
@@ -147,20 +163,7 @@ def issue_leaf(
         # A leaf outliving its CA would be unverifiable for the remainder.
         .not_valid_after(min(now + validity, ca.cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(leaf_key_usage(key_encipherment=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([LEAF_EKU[role]]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
