@@ -47,3 +47,50 @@ def wait_enforced(kubectl: Any, namespace: str) -> None:
         "the policy to be enforced",
         lambda: not apply(kubectl, builder("probe", namespace, rootless=False), dry_run=True)[0],
     )
+
+
+def mutating_policy(
+    name: str,
+    namespace: str,
+    conditions: list[dict[str, Any]],
+    mutation: dict[str, Any],
+    *,
+    object_labels: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """A MutatingAdmissionPolicy on Deployments and its binding to ``namespace`` (and to
+    objects with ``object_labels``, when given): how a platform rewrites what the operator
+    writes."""
+    match: dict[str, Any] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    if object_labels:
+        match["objectSelector"] = {"matchLabels": object_labels}
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "Never",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["apps"],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["deployments"],
+                        }
+                    ]
+                },
+                "matchConditions": conditions,
+                "mutations": [mutation],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "matchResources": match},
+        },
+    ]

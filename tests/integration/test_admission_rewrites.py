@@ -26,6 +26,7 @@ from harness import (
     writes_in,
 )
 from operator_process import OperatorProcess
+from policy_support import mutating_policy
 
 from localcluster.kubectl import Kubectl
 
@@ -79,51 +80,6 @@ def _memory_mutation() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return conditions, {"patchType": "JSONPatch", "jsonPatch": {"expression": patch}}
 
 
-def _policy(
-    name: str, namespace: str, conditions: list[dict[str, Any]], mutation: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """The policy and its binding: Deployments the operator labels, in the test's namespace."""
-    return [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "Never",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": ["apps"],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE", "UPDATE"],
-                            "resources": ["deployments"],
-                        }
-                    ]
-                },
-                "matchConditions": conditions,
-                "mutations": [mutation],
-            },
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicyBinding",
-            "metadata": {"name": name},
-            "spec": {
-                "policyName": name,
-                "matchResources": {
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
-                    },
-                    "objectSelector": {
-                        "matchLabels": {"app.kubernetes.io/managed-by": "buildkit-operator"}
-                    },
-                },
-            },
-        },
-    ]
-
-
 def _probe(namespace: str) -> dict[str, Any]:
     """A Deployment shaped like a daemon's, for a server-side dry run."""
     labels = {"app.kubernetes.io/managed-by": "buildkit-operator"}
@@ -157,7 +113,8 @@ def mutate(k: Kubectl, namespace: str) -> Iterator[Callable[..., None]]:
     def put(which: str) -> None:
         name = f"{which}-{namespace}"[:63].rstrip("-")
         conditions, mutation = _image_mutation() if which == "mirror" else _memory_mutation()
-        objects = _policy(name, namespace, conditions, mutation)
+        operators = {"app.kubernetes.io/managed-by": "buildkit-operator"}
+        objects = mutating_policy(name, namespace, conditions, mutation, object_labels=operators)
         for obj in objects:
             k.apply(obj)
             made.append(obj)

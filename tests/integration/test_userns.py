@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from harness import builder, get, patch_spec, pods_of, wait_phase, wait_until
+from policy_support import mutating_policy
 
 from localcluster.kubectl import Kubectl
 
@@ -22,55 +23,16 @@ EPHEMERAL = {"type": "ephemeral"}
 HOST_USERS = "spec.template.spec.hostUsers"
 
 
-def _policy(name: str, namespace: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "Never",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": ["apps"],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE", "UPDATE"],
-                            "resources": ["deployments"],
-                        }
-                    ]
-                },
-                "matchConditions": [
-                    {
-                        "name": "sets-host-users",
-                        "expression": "has(object.spec.template.spec.hostUsers)",
-                    }
-                ],
-                "mutations": [
-                    {
-                        "patchType": "JSONPatch",
-                        "jsonPatch": {
-                            "expression": (
-                                '[JSONPatch{op: "remove", path: "/spec/template/spec/hostUsers"}]'
-                            )
-                        },
-                    }
-                ],
-            },
+# Removes hostUsers from any Deployment that sets it: a cluster whose admission drops it.
+_DROPS_HOST_USERS = (
+    [{"name": "sets-host-users", "expression": "has(object.spec.template.spec.hostUsers)"}],
+    {
+        "patchType": "JSONPatch",
+        "jsonPatch": {
+            "expression": '[JSONPatch{op: "remove", path: "/spec/template/spec/hostUsers"}]'
         },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicyBinding",
-            "metadata": {"name": name},
-            "spec": {
-                "policyName": name,
-                "matchResources": {
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-                },
-            },
-        },
-    ]
+    },
+)
 
 
 def _probe(namespace: str) -> dict[str, Any]:
@@ -100,7 +62,7 @@ def _host_users_kept(k: Kubectl, namespace: str) -> bool:
 def drop_host_users(k: Kubectl, namespace: str) -> Iterator[str]:
     """The policy, in force (seen in a dry run) before the test; removed afterwards."""
     name = f"drop-host-users-{namespace}"[:63].rstrip("-")
-    objects = _policy(name, namespace)
+    objects = mutating_policy(name, namespace, *_DROPS_HOST_USERS)
     for obj in objects:
         k.apply(obj)
     wait_until("the policy in force", lambda: not _host_users_kept(k, namespace), 60)
