@@ -185,3 +185,30 @@ def test_a_daemon_without_its_user_namespace_is_degraded_even_at_rest() -> None:
     assert degraded["status"] == "True" and degraded["reason"] == "UserNamespaceNotKept"
     assert "spec.template.spec.hostUsers" in degraded["message"]
     assert "v1.36.3" in degraded["message"]
+
+
+def test_putting_a_daemon_to_sleep_is_not_a_rollout() -> None:
+    """The pass that scales an idle daemon to zero patches its Deployment; the Builder it
+    leaves is at rest, not rolling out (it read Pending for one pass, so every sleep
+    flickered Ready, Pending, Ready, with an Event each way)."""
+    from buildkit_operator.reconcile.types import Action
+
+    asleep = {"metadata": {"generation": 2}, "spec": {"replicas": 0}, "status": {}}
+    patch = Action(
+        "patch", "Deployment", "team-a-0", asleep, "spec.replicas differs", ("spec.replicas",)
+    )
+    daemons = [daemon_state("team-a-0", asleep, idle=True)]
+    s = compute_status(
+        make(idleTimeout="1h"), Plan(actions=(patch,)), daemons,
+        certificate_not_after=None, previous={}, now=NOW,
+    )  # fmt: skip
+    assert s["phase"] == "Ready", s["message"]
+    assert conditions(s)["Progressing"]["status"] == "False"
+    assert "1 idle" in s["message"]
+    # A daemon that runs and is patched is still rolling out.
+    running = [daemon_state("team-a-0", deployment(1, generation=2, observed=1))]
+    s = compute_status(
+        make(idleTimeout="1h"), Plan(actions=(patch,)), running,
+        certificate_not_after=None, previous={}, now=NOW,
+    )  # fmt: skip
+    assert s["phase"] == "Pending" and conditions(s)["Progressing"]["status"] == "True"

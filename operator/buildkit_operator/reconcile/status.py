@@ -87,7 +87,10 @@ def compute_status(
     desired = len(daemons)
     problems = [f"{d.name}: {d.problem}" for d in daemons if d.problem and d.problem != "absent"]
     rolling = [d.name for d in daemons if d.rolling]
-    workload_changes = [a for a in plan.actions if a.kind == WORKLOAD_KIND]
+    # A sleeping daemon's Deployment is patched to zero replicas (or to a new template it
+    # starts with on waking): no pod is replaced, so nothing is rolling out.
+    asleep = {d.name for d in daemons if d.idle}
+    workload_changes = [a for a in plan.actions if a.kind == WORKLOAD_KIND and a.name not in asleep]
     progressing = (
         bool(rolling or workload_changes or plan.waiting or plan.held) and not plan.missing
     )
