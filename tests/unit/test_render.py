@@ -522,7 +522,10 @@ def test_tls_auto_renders_three_secrets_and_mounts_the_server_one() -> None:
     assert set(ca) >= {"ca.pem"}
     assert server["cert.pem"] == bundle.server.cert_pem
     assert client["cert.pem"] == bundle.client.cert_pem
-    assert server["ca.pem"] == client["ca.pem"] == ca["ca.pem"] == bundle.ca.cert_pem
+    assert client["ca.pem"] == ca["ca.pem"] == bundle.ca.cert_pem
+    # buildkitd's --tlscacert: the CAs it accepts client certificates from (the client CA,
+    # and the CA until a revocation dates after it).
+    assert server["ca.pem"] == ca["client-ca.pem"] + bundle.ca.cert_pem
 
     c, p = first_container(), first_pod()
     assert mounts(c)["certs"] == "/certs"

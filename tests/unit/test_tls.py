@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -82,13 +83,14 @@ def critical(c: x509.Certificate, kind: type[x509.ExtensionType]) -> bool:
 
 
 def test_first_call_issues_all_three(bundle: TLSBundle) -> None:
-    assert bundle.issued == {"ca", "server", "client"}
-    assert len(bundle.reasons) == 3
+    assert bundle.issued == {"ca", "client-ca", "server", "client"}
+    assert len(bundle.reasons) == 4
     data = bundle.secret_data()
     assert set(data) == {"ca", "server", "client"}
-    assert set(data["ca"]) == {"ca.pem", "key.pem"}
+    assert set(data["ca"]) == {"ca.pem", "key.pem", "client-ca.pem", "client-ca-key.pem"}
     assert set(data["server"]) == set(data["client"]) == {"ca.pem", "cert.pem", "key.pem"}
-    assert data["server"]["ca.pem"] == data["client"]["ca.pem"] == bundle.ca.cert_pem
+    assert data["client"]["ca.pem"] == bundle.ca.cert_pem
+    assert data["server"]["ca.pem"] == bundle.client_ca.cert_pem + bundle.ca.cert_pem
     for pair in (bundle.ca, bundle.server, bundle.client):
         assert pair.key_pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")  # PKCS8, unencrypted
 
@@ -208,7 +210,7 @@ def test_leaf_never_outlives_ca() -> None:
     assert again.issued == frozenset()
     # Inside the CA's window everything is renewed, and the new leaves get a full year.
     late = issue(b.secret_data(), ca_validity=short_ca, now=NOW + timedelta(days=80))
-    assert late.issued == {"ca", "server", "client"}
+    assert late.issued == {"ca", "client-ca", "server", "client"}
 
 
 # --- Reuse and renewal ------------------------------------------------------------------
@@ -220,7 +222,7 @@ def test_reuse_is_byte_identical(bundle: TLSBundle) -> None:
         assert again.issued == frozenset()
         assert again.reasons == ()
         assert again.secret_data() == bundle.secret_data()
-        assert again == bundle.__class__(bundle.ca, bundle.server, bundle.client, frozenset(), ())
+        assert again == replace(bundle, issued=frozenset(), reasons=())
 
 
 def test_reuse_ignores_san_order_case_and_duplicates(bundle: TLSBundle) -> None:
@@ -255,7 +257,7 @@ def test_leaves_inside_renewal_window_are_renewed(bundle: TLSBundle) -> None:
 def test_ca_inside_renewal_window_renews_everything(bundle: TLSBundle) -> None:
     later = bundle.ca.not_after - timedelta(days=5)
     again = issue(bundle.secret_data(), now=later)
-    assert again.issued == {"ca", "server", "client"}
+    assert again.issued == {"ca", "client-ca", "server", "client"}
     assert again.ca.cert_pem != bundle.ca.cert_pem
     assert any("CA certificate expires" in r and "renewal window" in r for r in again.reasons)
     assert any("under the new CA" in r for r in again.reasons)
@@ -272,13 +274,13 @@ def test_expired_leaves_are_reissued(bundle: TLSBundle) -> None:
 
 def test_expired_ca_renews_everything(bundle: TLSBundle) -> None:
     again = issue(bundle.secret_data(), now=bundle.ca.not_after + timedelta(days=1))
-    assert again.issued == {"ca", "server", "client"}
+    assert again.issued == {"ca", "client-ca", "server", "client"}
     assert any("CA certificate expired" in r for r in again.reasons)
 
 
 def test_material_from_the_future_is_reissued(bundle: TLSBundle) -> None:
     again = issue(bundle.secret_data(), now=NOW - timedelta(hours=1))
-    assert again.issued == {"ca", "server", "client"}
+    assert again.issued == {"ca", "client-ca", "server", "client"}
     assert any("not valid before" in r for r in again.reasons)
 
 
@@ -345,6 +347,7 @@ def test_bad_existing_data_is_reissued_with_reason(
     else:
         data[role][key] = mangled
     again = issue(data)
+    # The client CA is kept: it stands apart from the CA, so only a revocation replaces it.
     expected = {"ca", "server", "client"} if role == "ca" else {role}
     assert again.issued == expected
     label = "CA" if role == "ca" else role
@@ -364,7 +367,7 @@ def test_missing_role_is_issued(bundle: TLSBundle, role: str) -> None:
 def test_non_mapping_existing_values_are_ignored(bundle: TLSBundle) -> None:
     data: dict[str, object] = {"ca": None, "server": "junk", "client": {"cert.pem": 3}}
     again = issue(data)  # type: ignore[arg-type]
-    assert again.issued == {"ca", "server", "client"}
+    assert again.issued == {"ca", "client-ca", "server", "client"}
 
 
 def test_mismatched_key_is_reissued(bundle: TLSBundle) -> None:
@@ -402,7 +405,7 @@ def test_leaf_from_another_ca_is_reissued(bundle: TLSBundle) -> None:
     data["client"] = dict(other.secret_data()["client"])
     again = issue(data)
     assert again.issued == {"client"}
-    assert "client certificate is not signed by the current CA" in again.reasons
+    assert "client certificate is not signed by a CA the daemons accept clients of" in again.reasons
 
 
 def test_swapped_leaves_are_reissued(bundle: TLSBundle) -> None:
@@ -418,7 +421,7 @@ def test_leaf_in_ca_slot_is_reissued(bundle: TLSBundle) -> None:
     data = copy(bundle)
     data["ca"] = {"ca.pem": bundle.server.cert_pem, "key.pem": bundle.server.key_pem}
     again = issue(data)
-    assert again.issued == {"ca", "server", "client"}
+    assert again.issued == {"ca", "client-ca", "server", "client"}
     assert "CA certificate is not a CA certificate" in again.reasons
 
 
@@ -440,7 +443,7 @@ def test_leaf_in_ca_slot_is_reissued(bundle: TLSBundle) -> None:
 )
 def test_arbitrary_existing_data_never_raises(existing: Data) -> None:
     b = issue(existing)
-    assert b.issued == {"ca", "server", "client"}
+    assert b.issued == {"ca", "client-ca", "server", "client"}
     policy(b).build_client_verifier().verify(cert(b.client.cert_pem), [])
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .camel_model import CamelModel
-from .cel import cel_matches, cel_rule, validations
+from .cel import CRDSchema, cel_matches, cel_rule, validations
 from .object_names import check_object_name, object_name_rule
 from .syntax import MAX_OBJECT_NAME_LENGTH, MAX_SAN_LENGTH, MAX_SANS
 
@@ -48,6 +49,18 @@ _IPV6_PATTERN = _ipv6_pattern()
 _SAN_DNS_RE = re.compile(_SAN_DNS_PATTERN)
 
 
+def revoked_at(value: str) -> datetime | None:
+    """An RFC 3339 time as the API server's date-time format takes it, in UTC; None when
+    it has no zone or does not parse."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(UTC)
+
+
 class TLSSpec(CamelModel):
     """Mutual TLS between clients and buildkitd."""
 
@@ -61,6 +74,14 @@ class TLSSpec(CamelModel):
                     ),
                     "message": "tls.secretName is required when tls.mode is secret",
                     "fieldPath": ".secretName",
+                },
+                {
+                    "rule": "!has(self.revokedBefore) || !has(self.mode) || self.mode == 'auto'",
+                    "message": (
+                        "tls.revokedBefore applies to the certificates the operator signs "
+                        "(tls.mode auto)"
+                    ),
+                    "fieldPath": ".revokedBefore",
                 },
             ]
         }
@@ -105,6 +126,19 @@ class TLSSpec(CamelModel):
         default_factory=list,
         alias="extraSANs",
         description="Extra DNS names or IP addresses for the server certificate.",
+    )
+
+    revoked_before: Annotated[str | None, CRDSchema({"format": "date-time"})] = Field(
+        None,
+        description=(
+            "With tls.mode auto: refuse every client certificate issued before this time "
+            "(RFC 3339, e.g. 2026-12-03T10:00:00Z), the shared one and users' own. The "
+            "operator replaces the CA that signs client certificates and the daemons restart "
+            "onto it once their builds end (at most drain.maxWaitSeconds); the CA clients "
+            "verify the daemons with does not change. Users then run `buildkit-operator "
+            "connect` again. To cut one person off, remove their use of the Builder first "
+            "(RBAC), then set this to now."
+        ),
     )
 
     shared_client_certificate: bool = Field(
@@ -154,6 +188,19 @@ class TLSSpec(CamelModel):
         ):
             return {**data, "secretName": ""}
         return data
+
+    @field_validator("revoked_before")
+    @classmethod
+    def _revoked_before(cls, value: str | None) -> str | None:
+        if value is not None and revoked_at(value) is None:
+            raise ValueError(
+                f"{value!r} is not an RFC 3339 time with a zone (e.g. 2026-12-03T10:00:00Z)"
+            )
+        return value
+
+    @property
+    def revoked_before_time(self) -> datetime | None:
+        return revoked_at(self.revoked_before) if self.revoked_before else None
 
     @field_validator("secret_name")
     @classmethod

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .bundle import CA_PEM, CLIENT_CA_KEY_PEM, CLIENT_CA_PEM, KEY_PEM
 from .issue import Issuer, _sign_hash, leaf_key_usage
 from .pem import load_cert_and_key, pair
 from .validity import CLOCK_SKEW, utc
@@ -33,14 +34,27 @@ class Refused(ValueError):
 
 def load_issuer(data: dict[str, bytes]) -> Issuer:
     """The Builder's CA from its Secret's data, or Refused when it cannot sign."""
-    loaded = load_cert_and_key(data, "ca.pem", "CA")
+    return _issuer(data, CA_PEM, KEY_PEM, "CA")
+
+
+def load_client_issuer(data: dict[str, bytes]) -> Issuer:
+    """The Builder's client CA (the one users' certificates are signed with, replaced by
+    ``tls.revokedBefore``) from its CA Secret's data, or Refused when it cannot sign."""
+    if not data.get(CLIENT_CA_PEM):
+        raise Refused("the Builder has no client CA yet; ask again once it is Ready")
+    return _issuer(data, CLIENT_CA_PEM, CLIENT_CA_KEY_PEM, "client CA")
+
+
+def _issuer(data: dict[str, bytes], cert_key: str, key_key: str, label: str) -> Issuer:
+    view = {CA_PEM: data.get(cert_key, b""), KEY_PEM: data.get(key_key, b"")}
+    loaded = load_cert_and_key(view, CA_PEM, label)
     if isinstance(loaded, str):
         raise Refused(loaded)
     cert, key = loaded
     if not isinstance(
         key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     ):
-        raise Refused("the CA key cannot sign certificates")
+        raise Refused(f"the {label} key cannot sign certificates")
     return Issuer(cert, key, pair(cert, key))
 
 
@@ -137,6 +151,7 @@ __all__ = [
     "Refused",
     "certificate_pem",
     "lifetime",
+    "load_client_issuer",
     "load_issuer",
     "sign_client",
     "subject_for",

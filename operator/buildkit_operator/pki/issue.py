@@ -23,6 +23,7 @@ from .validity import CLOCK_SKEW
 
 ORGANIZATION = "buildkit-operator"
 CA_CN_SUFFIX = " BuildKit CA"
+CLIENT_CA_CN_SUFFIX = " BuildKit client CA"
 CLIENT_CN_SUFFIX = "-client"
 _CN_MAX = 64  # ub-common-name (RFC 5280)
 # The client CN doubles as a DNS SAN, so it must also fit a 63-character DNS label.
@@ -95,9 +96,9 @@ def material(cert: x509.Certificate, key: PrivateKeyTypes) -> Material:
     return Material(cert, key, pair(cert, key))
 
 
-def issue_ca(name: str, now: datetime, validity: timedelta) -> Issuer:
+def issue_ca(name: str, now: datetime, validity: timedelta, suffix: str = CA_CN_SUFFIX) -> Issuer:
     key = _new_key()
-    subject = _subject(_cn(name, CA_CN_SUFFIX))
+    subject = _subject(_cn(name, suffix))
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

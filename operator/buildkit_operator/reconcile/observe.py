@@ -121,18 +121,32 @@ def tls_material(
         memo_key = (
             builder.name,
             tuple(sans),
+            tls.revoked_before,
             tuple((role, tuple(sorted(data.items()))) for role, data in existing.items()),
         )
         reused = _REUSED.get(slot)
         if reused is not None and reused[0] == memo_key and reused[1] <= now < reused[2]:
             return reused[3], None, None
-        bundle = ensure_tls(existing, name=builder.name, server_sans=sans, now=now)
+        bundle = ensure_tls(
+            existing,
+            name=builder.name,
+            server_sans=sans,
+            now=now,
+            revoked_before=tls.revoked_before_time,
+        )
         _OWN_CLIENT[slot] = bundle.secret_data()["client"]
         if not bundle.issued:
             renew_at = (
-                min(bundle.ca.not_after, bundle.server.not_after, bundle.client.not_after)
+                min(
+                    bundle.ca.not_after,
+                    bundle.client_ca.not_after,
+                    bundle.server.not_after,
+                    bundle.client.not_after,
+                )
                 - RENEW_BEFORE
             )
+            if bundle.revisit is not None:
+                renew_at = min(renew_at, bundle.revisit)
             _REUSED[slot] = (memo_key, now, renew_at, bundle)
         return bundle, None, None
     if tls.mode == "secret":

@@ -60,7 +60,15 @@ def _requeue(
     if the_plan.conflicts:
         return CONFLICT_CHECK
     if bundle is not None:
-        renew_at = min(bundle.server.not_after, bundle.client.not_after, bundle.ca.not_after)
+        renew_at = min(
+            bundle.server.not_after,
+            bundle.client.not_after,
+            bundle.ca.not_after,
+            bundle.client_ca.not_after,
+        )
         until = (renew_at - RENEW_BEFORE - now).total_seconds()
+        if bundle.revisit is not None:
+            # A revocation set for later takes effect on time, to the second.
+            return max(1.0, min(until, (bundle.revisit - now).total_seconds()))
         return max(60.0, min(until, RENEWAL_CHECK.total_seconds()))
     return None

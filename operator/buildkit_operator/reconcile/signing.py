@@ -18,7 +18,13 @@ from typing import Any
 from ..api.names import USE_VERB, ChildNames
 from ..cluster import Kube, secret_data
 from ..cluster import csr as calls
-from ..pki.client_csr import Refused, certificate_pem, lifetime, load_issuer, sign_client
+from ..pki.client_csr import (
+    Refused,
+    certificate_pem,
+    lifetime,
+    load_client_issuer,
+    sign_client,
+)
 from ..pki.validity import when
 from .csr import Target, access_review, condition, pending, request_pem, target, unsigned
 
@@ -51,7 +57,7 @@ def _sign(
         request_pem(csr),
         username=spec.get("username") or "",
         groups=list(spec.get("groups") or []),
-        ca=load_issuer(secret_data(secret)),
+        ca=load_client_issuer(secret_data(secret)),
         now=now,
         validity=lifetime(spec.get("expirationSeconds"), lifetimes.default, lifetimes.cap),
     )
