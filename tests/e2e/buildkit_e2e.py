@@ -109,7 +109,7 @@ class Rendered:
 
     def client_certs(self, into: Path) -> ClientCerts:
         """The client Secret's files, as `buildkit-operator connect` would write them; without
-        one (tls.sharedClientCertificate: false) a certificate signed by the Builder's CA,
+        one (tls.sharedClientCertificate: false) a certificate signed by the Builder's client CA,
         as the operator keeps one for itself in memory."""
         if any(s["metadata"]["name"].endswith("-client-tls") for s in self.of_kind("Secret")):
             return write_certs(self.secret_data("-client-tls"), into)
@@ -119,7 +119,11 @@ class Rendered:
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from buildkit_operator.pki.client_csr import certificate_pem, load_issuer, sign_client
+        from buildkit_operator.pki.client_csr import (
+            certificate_pem,
+            load_client_issuer,
+            sign_client,
+        )
 
         key = ec.generate_private_key(ec.SECP256R1())
         request = (
@@ -132,7 +136,7 @@ class Rendered:
             request.public_bytes(serialization.Encoding.PEM),
             username="e2e-harness",
             groups=[],
-            ca=load_issuer(ca),
+            ca=load_client_issuer(ca),
             now=datetime.now(UTC),
             validity=timedelta(hours=8),
         )

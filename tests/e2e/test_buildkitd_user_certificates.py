@@ -1,9 +1,11 @@
 """A real buildkitd (the rendered rootful one) takes a user's certificate signed the way
 the operator signs a CertificateSigningRequest for buildkit.dev/client, without any shared
-client Secret, and refuses it once it has expired."""
+client Secret, and refuses it once it has expired, or once tls.revokedBefore dates after it."""
 
 from __future__ import annotations
 
+import base64
+import copy
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from buildkit_operator.pki.client_csr import certificate_pem, load_issuer, sign_client
+from buildkit_operator.pki import ensure_tls
+from buildkit_operator.pki.client_csr import certificate_pem, load_client_issuer, sign_client
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +62,7 @@ def user_certs(rendered: Rendered, into: Path, now: datetime, lifetime: timedelt
         request.public_bytes(serialization.Encoding.PEM),
         username="alice",
         groups=["devs"],
-        ca=load_issuer(ca),
+        ca=load_client_issuer(ca),
         now=now,
         validity=lifetime,
     )
@@ -114,3 +117,59 @@ def test_an_expired_user_certificate_is_refused(
     # A fresh one from the same CA still works: it is the expiry that was refused.
     fresh = user_certs(rendered, tmp_path / "new", datetime.now(UTC), timedelta(hours=1))
     assert tls_handshake(daemon.address, fresh) == "ok"
+
+
+def revoked(rendered: Rendered, now: datetime) -> Rendered:
+    """The same Builder's objects after a pass with tls.revokedBefore = ``now``: the
+    operator's own ensure_tls over the Secrets it rendered (the server Secret is the one
+    that changes)."""
+    server = rendered.secret_data("-server-tls")
+    cert = x509.load_pem_x509_certificate(server["cert.pem"])
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    sans = [str(n.value) for n in names]
+    bundle = ensure_tls(
+        {"ca": rendered.secret_data("-ca"), "server": server},
+        name=rendered.name,
+        server_sans=sans,
+        now=now,
+        revoked_before=now,
+    )
+    assert bundle.server.cert_pem == server["cert.pem"], "the daemons' certificate was re-issued"
+    objects = copy.deepcopy(rendered.objects)
+    for obj in objects:
+        if obj.get("kind") != "Secret":
+            continue
+        role = obj["metadata"]["name"].removeprefix(f"{rendered.name}-")
+        data = bundle.secret_data().get({"server-tls": "server"}.get(role, role))
+        if data is not None:
+            obj["data"] = {k: base64.b64encode(v).decode() for k, v in data.items()}
+    return Rendered(rendered.name, objects)
+
+
+def test_a_revoked_user_certificate_is_refused_and_a_new_one_builds(
+    daemon: Daemon, rendered: Rendered, daemons: DaemonPool, tmp_path: Path
+) -> None:
+    before = user_certs(rendered, tmp_path / "before", datetime.now(UTC), timedelta(hours=8))
+    assert tls_handshake(daemon.address, before) == "ok"
+    after_render = revoked(rendered, datetime.now(UTC) + timedelta(seconds=1))
+    restarted = daemons.start(after_render)
+    # Presented regardless (OpenSSL's client): the daemon's own check of the chain refuses.
+    offered = tls_handshake(restarted.address, before)
+    print(f"\ne2e: user certificate issued before tls.revokedBefore, presented: {offered}")
+    assert offered != "ok" and (
+        "unknown ca" in offered.lower() or "bad certificate" in offered.lower()
+    ), offered
+    errors = restarted.client(before).refusals(attempts=5)
+    print(f"e2e: the same through buildctl: {Buildctl.telling(errors)}")
+    # What the user does next (connect asks again) is signed by the new client CA, and
+    # still verifies the daemon with the CA it had: a build goes through.
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    fresh = user_certs(after_render, tmp_path / "after", later, timedelta(hours=8))
+    assert fresh.ca.read_bytes() == before.ca.read_bytes()
+    context = write_context(
+        tmp_path / "context", "FROM scratch\nCOPY hello.txt /hello.txt\n", {"hello.txt": b"hi\n"}
+    )
+    out = tmp_path / "out.tar"
+    build = restarted.client(fresh).build(context, f"type=oci,dest={out}")
+    print(f"e2e: build with a certificate issued after the revocation took {build.seconds:.1f}s")
+    assert oci_image_files(out)["/hello.txt"] == b"hi\n"
