@@ -556,14 +556,18 @@ def test_connect_writes_a_working_client_certificate(
     assert "docker buildx create --name conn --driver remote" in proc.stdout
     for item in ("ca.pem", "cert.pem", "key.pem"):
         assert (out / item).stat().st_mode & 0o777 == 0o600, f"{item} is readable by others"
-    # By default a certificate of the user's own, signed through the CSR API by the
-    # Builder's CA (the one its Secret holds), for the kubeconfig's user, and it says when
-    # it expires.
+    # By default a certificate of the user's own, signed through the CSR API by a CA the
+    # daemons take clients of (the ca.pem of the server Secret they mount), for the
+    # kubeconfig's user, and it says when it expires. ca.pem is the Builder's CA, to verify
+    # the daemons with.
     secret = k.json("get", "secret", "conn-ca", "-n", namespace)
     ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.pem"]))
     assert x509.load_pem_x509_certificate((out / "ca.pem").read_bytes()) == ca
     cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
-    cert.verify_directly_issued_by(ca)
+    server = k.json("get", "secret", "conn-server-tls", "-n", namespace)
+    accepted = x509.load_pem_x509_certificates(base64.b64decode(server["data"]["ca.pem"]))
+    (issuer,) = [i for i in accepted if i.subject == cert.issuer]
+    cert.verify_directly_issued_by(issuer)  # raises if another key signed it
     me = k.json("auth", "whoami")["status"]["userInfo"]["username"]
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == me
     assert f"expires {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}" in proc.stderr

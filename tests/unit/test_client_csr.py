@@ -158,3 +158,23 @@ def test_the_operator_refuses_a_default_lifetime_beyond_the_cap() -> None:
     wrong = ["run", "--client-certificate-lifetime=8h", "--client-certificate-max-lifetime=1h"]
     with pytest.raises(UsageError, match="at most"):
         lifetimes_from(build_parser().parse_args(wrong))
+
+
+def test_a_service_account_of_any_length_gets_a_certificate_naming_it_whole(ca: Any) -> None:
+    """system:serviceaccount:<namespace>:<name> may be 300 characters long; a CN holds 64.
+    Refusing them refused CI jobs of long namespaces (seen in the CI flow's test)."""
+    base = "system:serviceaccount:" + "n" * 63 + ":"
+    names = [base + "pipeline-" + "x" * 100, base + "pipeline-" + "x" * 99 + "y"]
+    cns = []
+    for user in names:
+        cert = sign_client(request_pem(), username=user, groups=[], ca=ca, now=NOW, validity=HOUR)
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert isinstance(cn, str) and len(cn) <= 64 and user.startswith(cn.split("~")[0])
+        cns.append(cn)
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert uris.get_values_for_type(x509.UniformResourceIdentifier) == [
+            "urn:kubernetes:user:" + user
+        ]
+    assert cns[0] != cns[1], "two identities share a CN"
+    short = sign_client(request_pem(), username="alice", groups=[], ca=ca, now=NOW, validity=HOUR)
+    assert short.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "alice"

@@ -15,6 +15,7 @@ may edit the Builder may set, and which the operator honours.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -41,6 +42,36 @@ def _fail(message: str) -> int:
     return 2
 
 
+# Where a pod's ServiceAccount credentials are mounted (a CI job running in the cluster).
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def load_client_config(kubeconfig: str | None) -> str:
+    """Load the credentials to talk to the API server as, and return the default namespace;
+    ValueError says why nothing could be loaded.
+
+    A kubeconfig (the flag, $KUBECONFIG, ~/.kube/config) as kubectl reads one; without any,
+    inside a pod, the pod's ServiceAccount (a CI job in the cluster gets a certificate for
+    its own identity, with no file to hand it)."""
+    try:
+        config.load_kube_config(config_file=kubeconfig)
+    except Exception as err:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            try:
+                config.load_incluster_config()
+            except Exception as inner:
+                raise ValueError(
+                    f"cannot load a kubeconfig ({err}) nor the pod's ServiceAccount ({inner})"
+                ) from None
+            try:
+                return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+            except OSError:
+                return "default"
+        raise ValueError(f"cannot load a kubeconfig: {err}") from None
+    _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    return str((active.get("context") or {}).get("namespace") or "default")
+
+
 def connect(
     *,
     name: str,
@@ -55,12 +86,10 @@ def connect(
     duration: int | None = None,
 ) -> int:
     try:
-        config.load_kube_config(config_file=kubeconfig)
-    except Exception as err:
-        return _fail(f"cannot load a kubeconfig: {err}")
-    if namespace is None:
-        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-        namespace = (active.get("context") or {}).get("namespace") or "default"
+        default_namespace = load_client_config(kubeconfig)
+    except ValueError as err:
+        return _fail(str(err))
+    namespace = namespace or default_namespace
     api = client.ApiClient()
     try:
         builder = cast(

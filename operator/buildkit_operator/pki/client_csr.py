@@ -10,8 +10,10 @@ sees it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from urllib.parse import quote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -77,18 +79,31 @@ def _public_key(request_pem: bytes) -> x509.CertificateSigningRequest:
     return request
 
 
+# The full identity, whatever its length, as a URI name: a ServiceAccount's user name
+# (system:serviceaccount:<namespace>:<name>) can be far longer than a CN holds.
+USER_URI_PREFIX = "urn:kubernetes:user:"
+_CN_MAX = 64  # ub-common-name (RFC 5280)
+
+
+def common_name_for(username: str) -> str:
+    """The user name when a CN holds it; else its start and a digest of the whole, so that
+    two long names never share a CN (the URI name carries the full one)."""
+    if len(username) <= _CN_MAX:
+        return username
+    digest = hashlib.sha256(username.encode()).hexdigest()[:12]
+    return f"{username[: _CN_MAX - len(digest) - 1]}~{digest}"
+
+
 def subject_for(username: str, groups: Sequence[str]) -> x509.Name:
     """CN = the user name, one O per group, as Kubernetes' own client certificates."""
     if not username:
         raise Refused("the request has no user name")
-    if len(username) > 64:  # ub-common-name (RFC 5280)
-        raise Refused("the user name is longer than the 64 characters a certificate CN holds")
     # A group name too long for an O attribute (ub-organization-name) is left out rather
     # than refusing the user: groups only describe, the review already decided.
     attributes = [
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups if 0 < len(g) <= 64
     ]
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, username))
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name_for(username)))
     return x509.Name(attributes)
 
 
@@ -136,6 +151,12 @@ def sign_client(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(USER_URI_PREFIX + quote(username, safe=":@"))]
+            ),
             critical=False,
         )
         .sign(ca.key, _sign_hash(ca.key))
