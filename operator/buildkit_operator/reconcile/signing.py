@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography import x509
+
 from ..api.names import USE_VERB, ChildNames
 from ..cluster import Kube, secret_data
 from ..cluster import csr as calls
@@ -45,7 +47,7 @@ class Lifetimes:
 
 def _sign(
     kube: Kube, csr: Mapping[str, Any], where: Target, now: datetime, lifetimes: Lifetimes
-) -> bytes:
+) -> x509.Certificate:
     secret = kube.get("Secret", where.namespace, ChildNames(where.name).ca_secret)
     if secret is None:
         raise Refused(
@@ -61,7 +63,13 @@ def _sign(
         now=now,
         validity=lifetime(spec.get("expirationSeconds"), lifetimes.default, lifetimes.cap),
     )
-    return certificate_pem(cert)
+    return cert
+
+
+def _which(cert: x509.Certificate) -> str:
+    """The certificate, as the log names it: buildkitd logs no client, so this line (and
+    the request itself, for the hour Kubernetes keeps it) is what ties a key to a person."""
+    return f"serial {cert.serial_number:x}, valid until {when(cert.not_valid_after_utc)}"
 
 
 def handle(kube: Kube, csr: Mapping[str, Any], now: datetime, lifetimes: Lifetimes) -> str:
@@ -84,7 +92,7 @@ def handle(kube: Kube, csr: Mapping[str, Any], now: datetime, lifetimes: Lifetim
             calls.add_condition(kube, csr, condition("Denied", "NotAllowed", message, stamp))
             return f"denied {name}: {message}"
         try:
-            signed = _sign(kube, csr, where, now, lifetimes)
+            cert = _sign(kube, csr, where, now, lifetimes)
         except Refused as err:
             calls.add_condition(kube, csr, condition("Denied", "CannotSign", str(err), stamp))
             return f"denied {name}: {err}"
@@ -98,20 +106,22 @@ def handle(kube: Kube, csr: Mapping[str, Any], now: datetime, lifetimes: Lifetim
                 stamp,
             ),
         )
-        calls.set_status(kube, approved, {"certificate": base64.b64encode(signed).decode()})
-        return f"signed {name} for {user} on {where.namespace}/{where.name}"
+        signed = base64.b64encode(certificate_pem(cert)).decode()
+        calls.set_status(kube, approved, {"certificate": signed})
+        return f"signed {name} for {user} on {where.namespace}/{where.name}: {_which(cert)}"
     if unsigned(csr):
         # Approved by an administrator by hand: the approval is theirs, the signature ours.
         where = target(csr)
         try:
             if isinstance(where, str):
                 raise Refused(where)
-            signed = _sign(kube, csr, where, now, lifetimes)
+            cert = _sign(kube, csr, where, now, lifetimes)
         except Refused as err:
             failed = condition("Failed", "CannotSign", str(err), stamp)
             status = dict(csr.get("status") or {})
             calls.set_status(kube, csr, {"conditions": [*(status.get("conditions") or []), failed]})
             return f"failed {name}: {err}"
-        calls.set_status(kube, csr, {"certificate": base64.b64encode(signed).decode()})
-        return f"signed {name} (approved by hand)"
+        signed = base64.b64encode(certificate_pem(cert)).decode()
+        calls.set_status(kube, csr, {"certificate": signed})
+        return f"signed {name} (approved by hand): {_which(cert)}"
     return ""
