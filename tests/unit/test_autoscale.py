@@ -11,6 +11,7 @@ decided (an image pull, buildkitd's start).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -101,9 +102,7 @@ def replay(
             status = {}
         cluster.step(now, load)
         remembered = status.get("replicas")
-        current = current_count(
-            autoscale, remembered if isinstance(remembered, int) else None, cluster.count
-        )
+        current = current_count(remembered if isinstance(remembered, int) else None, cluster.count)
         decision = decide(
             autoscale, current, cluster.seen(now), parse_time(status.get("busySince")), now
         )
@@ -126,7 +125,7 @@ def test_a_burst_grows_one_daemon_at_a_time_to_max_and_a_lull_shrinks_back_to_mi
     counts, scaled = replay(spec(), minutes(4, 20) + minutes(20, 0))
     assert max(counts) == 3 and counts[-1] == 1
     # One at a time: every change is one daemon.
-    assert all(abs(b - a) <= 1 for a, b in zip(counts, counts[1:], strict=False))
+    assert all(abs(b - a) <= 1 for a, b in itertools.pairwise(counts))
     assert [d.scaled for d in scaled] == ["ScaledUp", "ScaledUp", "ScaledDown", "ScaledDown"]
     # Not before every daemon was building for scaleUpAfter (30s), the first poll seeing it
     # at 0s: the fourth pass (30s) adds the second daemon.
@@ -162,8 +161,11 @@ def test_a_single_idle_daemon_blocks_scaling_up() -> None:
 def test_max_and_min_bound_the_count() -> None:
     counts, _ = replay(spec(maxReplicas=2), minutes(10, 50) + minutes(30, 0), start=1)
     assert max(counts) == 2 and counts[-1] == 1
-    counts, _ = replay(spec(minReplicas=2), minutes(1, 0), start=1)
+    counts, scaled = replay(spec(minReplicas=2), minutes(1, 0), start=1)
     assert counts[0] == 2  # brought up to minReplicas at once
+    assert scaled[0].scaled == "ScaledUp" and "keep within minReplicas 2" in scaled[0].message
+    counts, scaled = replay(spec(maxReplicas=2), minutes(1, 9), start=4)
+    assert counts[0] == 2 and scaled[0].scaled == "ScaledDown"
 
 
 def test_min_zero_keeps_one_daemon_to_sleep() -> None:
@@ -187,7 +189,7 @@ def test_a_lost_status_neither_kills_a_daemon_nor_flaps() -> None:
     counts, scaled = replay(spec(), loads, restart_at=5, status_lost=True)
     assert counts[4] == reference[4] and counts[5] == counts[4]
     assert counts[-1] == 1
-    assert all(abs(b - a) <= 1 for a, b in zip(counts, counts[1:], strict=False))
+    assert all(abs(b - a) <= 1 for a, b in itertools.pairwise(counts))
     assert [d.scaled for d in scaled].count("ScaledUp") == 2
 
 

@@ -67,11 +67,9 @@ def floor(spec: AutoscaleSpec) -> int:
     return max(spec.min_replicas, 1)
 
 
-def current_count(spec: AutoscaleSpec, remembered: int | None, live: int) -> int:
-    """The count to decide from: the one decided last, else the daemons that exist; within
-    the bounds as they are now (an edit of them takes effect at once)."""
-    count = remembered if remembered is not None else live
-    return min(max(count, floor(spec)), spec.max_replicas)
+def current_count(remembered: int | None, live: int) -> int:
+    """The count to decide from: the one decided last, else the daemons that exist."""
+    return remembered if remembered is not None and remembered >= 0 else live
 
 
 def _time(when: datetime) -> str:
@@ -98,8 +96,9 @@ def _why_not_all_building(daemons: Sequence[Seen]) -> str:
         if not seen.ready:
             return f"daemon {index} is not ready"
         if seen.activity is None or not seen.activity.known:
-            reason = seen.activity.reason if seen.activity else "not asked"
-            return f"daemon {index}'s builds are not known ({reason})"
+            # Not the reason itself (a gRPC code, an address): it may change from poll to
+            # poll, and the status would be rewritten each time.
+            return f"daemon {index} could not be asked what it builds"
     idle = [str(i) for i, seen in enumerate(daemons) if not _building(seen)]
     return f"daemon{'s' if len(idle) > 1 else ''} {', '.join(idle)} not building"
 
@@ -112,11 +111,23 @@ def decide(
     now: datetime,
 ) -> Decision:
     """Decide the set's count from ``current`` (``current_count``), its daemons numbered
-    0 to current - 1 (missing ones as not ready), and the remembered ``busy_since``."""
-    daemons = list(daemons)[:current]
-    daemons += [Seen(ready=False)] * (current - len(daemons))
+    0 to current - 1 (missing ones as not ready), and the remembered ``busy_since``. A count
+    outside the bounds (a new Builder, an edit of the bounds) is brought within them at
+    once."""
     low, high = floor(spec), spec.max_replicas
     bounds = f"minReplicas {spec.min_replicas}, maxReplicas {high}"
+    bounded = min(max(current, low), high)
+    if bounded != current:
+        added = bounded > current
+        return Decision(
+            bounded,
+            None,
+            f"{'added' if added else 'removed'} {abs(bounded - current)} daemon(s) to "
+            f"keep within {bounds} (now {bounded})",
+            "ScaledUp" if added else "ScaledDown",
+        )
+    daemons = list(daemons)[:current]
+    daemons += [Seen(ready=False)] * (current - len(daemons))
 
     all_building = current > 0 and all(_building(d) for d in daemons)
     if all_building and current < high:

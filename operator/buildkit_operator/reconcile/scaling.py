@@ -18,6 +18,7 @@ from typing import Any
 from ..api import Builder
 from ..api.daemons import Activity, autoscaled, daemon_id, with_counts
 from ..api.names import ANNOTATION_WAKE, ChildNames
+from ..api.pools import MAX_DAEMONS
 from ..api.status import AutoscaleStatus
 from ..cluster import Kube
 from . import autoscale, idle
@@ -72,21 +73,21 @@ def scale(
         return live.get((WORKLOAD_KIND, names.daemon(daemon_id(index, pool))))
 
     counts: dict[str | None, int] = {}
-    for pool, spec in sets:
+    for pool, _ in sets:
         key = pool.platform if pool else None
         have = 0
-        while have < spec.max_replicas and workload(have, pool) is not None:
+        while have < MAX_DAEMONS and workload(have, pool) is not None:
             have += 1
         remembered = previous.get(key, {}).get("replicas")
         counts[key] = autoscale.current_count(
-            spec, remembered if isinstance(remembered, int) else None, have
+            remembered if isinstance(remembered, int) else None, have
         )
 
     # One question to every running daemon of every set, at once.
     ask = [
         names.daemon(daemon_id(i, pool))
-        for pool, _ in sets
-        for i in range(counts[pool.platform if pool else None])
+        for pool, spec in sets
+        for i in range(min(counts[pool.platform if pool else None], spec.max_replicas))
         if workload(i, pool) is not None and not idle.sleeping(workload(i, pool), wake_requested)
     ]
     answers = daemon_activity(kube, builder, live, ask) if ask else {}
