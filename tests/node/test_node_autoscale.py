@@ -34,7 +34,7 @@ from node_helpers import (
 from localcluster.api import Api, wait_for
 from localnode.node import LocalNode
 
-BUILDS = 12
+BUILDS = 16
 CONCURRENCY = 4
 BUILD_SECONDS = 20
 KEY = "registry.example/team/app"
@@ -102,6 +102,7 @@ class Watch:
         self.api, self.namespace, self.name = api, namespace, name
         self.ready_at: dict[str, float] = {}
         self.most = 0
+        self.most_in_flight: dict[str, int] = {}
         self.restarts = 0
         self.entries: list[dict[str, Any]] = []
         self._stop = threading.Event()
@@ -116,6 +117,9 @@ class Watch:
             for daemon in daemons:
                 if daemon.get("ready"):
                     self.ready_at.setdefault(daemon["name"], time.monotonic())
+                in_flight = daemon.get("buildsInFlight") or 0
+                if in_flight > self.most_in_flight.get(daemon["name"], 0):
+                    self.most_in_flight[daemon["name"]] = in_flight
             self.entries = status.get("autoscale") or self.entries
             for index in range(3):
                 for pod in pods_of(self.api, self.namespace, self.name, index):
@@ -181,6 +185,8 @@ def test_a_burst_grows_the_builder_to_three_daemons_and_back_to_one(
 
     assert during == 3, f"the Builder grew to {during} daemons: {watch.entries}"
     assert watch.restarts == 0, "a daemon restarted"
+    # status.daemons[].buildsInFlight showed the builds, on an added daemon too.
+    assert {f"{name}-0", f"{name}-1"} <= set(watch.most_in_flight), watch.most_in_flight
     assert _routed(node, ns, name, tmp_path / "key-after") == before
     claims = api.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims")["items"]
     kept = {c["metadata"]["name"] for c in claims}
