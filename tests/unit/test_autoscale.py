@@ -271,3 +271,57 @@ def test_scaling_leaves_the_running_daemons_untouched() -> None:
     three = {o["metadata"]["name"]: o for o in render_builder(builder(3), None)}
     for name in ("team-a-0", "team-a-1"):
         assert two[name] == three[name], name
+
+
+# --- the pass's part: status in, decided Builder and status out --------------------------
+
+
+def _ready_deployment(name: str) -> dict[str, object]:
+    return {
+        "metadata": {"name": name, "generation": 1, "creationTimestamp": "2026-01-05T08:00:00Z"},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1},
+    }
+
+
+def test_the_pass_decides_from_the_status_and_the_daemons_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two busy daemons, every daemon building since the status's busySince 40s ago: the
+    pass adds a third, records it in the status entry, and carries the daemons' answers."""
+    from buildkit_operator.reconcile import scaling
+
+    asked: list[list[str]] = []
+
+    def answers(kube: object, b: object, live: object, names: list[str]) -> dict[str, Activity]:
+        asked.append(list(names))
+        return {n: Activity(2, T0) for n in names}
+
+    monkeypatch.setattr(scaling, "daemon_activity", answers)
+    now = T0 + timedelta(seconds=40)
+    obj = {
+        "metadata": {"name": "team-a", "namespace": "ci"},
+        "status": {"autoscale": [{"replicas": 2, "busySince": format_time(T0), "message": "x"}]},
+    }
+    live = {("Deployment", f"team-a-{i}"): _ready_deployment(f"team-a-{i}") for i in range(2)}
+    result = scaling.scale(object(), builder(1), obj, live, now)  # type: ignore[arg-type]
+    assert asked == [["team-a-0", "team-a-1"]]
+    assert daemon_names(result.builder) == ["team-a-0", "team-a-1", "team-a-2"]
+    (entry,) = result.entries
+    assert entry["replicas"] == 3 and entry["lastScaleTime"] == format_time(now)
+    assert "added daemon 2" in entry["lastScale"] and "busySince" not in entry
+    assert [d.scaled for d in result.scaled] == ["ScaledUp"]
+    status = scaling.with_builds_in_flight({"daemons": [{"name": "team-a-0"}]}, result.activity)
+    assert status["daemons"] == [{"name": "team-a-0", "buildsInFlight": 2}]
+
+
+def test_without_a_status_the_pass_counts_the_deployments(monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildkit_operator.reconcile import scaling
+
+    monkeypatch.setattr(scaling, "daemon_activity", lambda *a: {})
+    obj = {"metadata": {"name": "team-a", "namespace": "ci"}}
+    live = {("Deployment", f"team-a-{i}"): _ready_deployment(f"team-a-{i}") for i in range(3)}
+    result = scaling.scale(object(), builder(1), obj, live, T0)  # type: ignore[arg-type]
+    assert len(daemon_names(result.builder)) == 3 and result.scaled == []
+    assert result.entries[0]["replicas"] == 3
+    assert "could not be asked" in result.entries[0]["message"]
