@@ -101,6 +101,66 @@ def model_problems(doc: dict[str, Any]) -> list[str]:
 
 # (id, spec, the field the API server's message must name, a phrase it must contain)
 REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "autoscale-and-replicas",
+        {"replicas": 2, "autoscale": {"maxReplicas": 3}},
+        "spec.autoscale",
+        "replicas and autoscale are exclusive",
+    ),
+    (
+        "autoscale-and-replicas-one",
+        {"replicas": 1, "autoscale": {"maxReplicas": 3}},
+        "spec.autoscale",
+        "remove replicas",
+    ),
+    (
+        "autoscale-min-over-max",
+        {"autoscale": {"minReplicas": 4, "maxReplicas": 3}},
+        "spec.autoscale.minReplicas",
+        "minReplicas must not be more than maxReplicas",
+    ),
+    (
+        "autoscale-no-max",
+        {"autoscale": {"minReplicas": 1}},
+        "spec.autoscale.maxReplicas",
+        "Required",
+    ),
+    (
+        "autoscale-max-too-many",
+        {"autoscale": {"maxReplicas": 65}},
+        "spec.autoscale.maxReplicas",
+        "64",
+    ),
+    (
+        "autoscale-window",
+        {"autoscale": {"maxReplicas": 2, "scaleDownAfter": "10"}},
+        "spec.autoscale.scaleDownAfter",
+        "duration",
+    ),
+    (
+        "autoscale-min-zero-without-idle-timeout",
+        {"autoscale": {"minReplicas": 0, "maxReplicas": 2}},
+        "spec.idleTimeout",
+        "set idleTimeout",
+    ),
+    (
+        "autoscale-with-pools",
+        {"autoscale": {"maxReplicas": 2}, "pools": [{"platform": "linux/arm64"}]},
+        "spec.autoscale",
+        "set autoscale in each pool",
+    ),
+    (
+        "pool-autoscale-and-replicas",
+        {"pools": [{"platform": "linux/arm64", "replicas": 1, "autoscale": {"maxReplicas": 3}}]},
+        "spec.pools[0].autoscale",
+        "replicas and autoscale are exclusive",
+    ),
+    (
+        "pool-autoscale-min-over-max",
+        {"pools": [{"platform": "linux/arm64", "autoscale": {"minReplicas": 3, "maxReplicas": 2}}]},
+        "spec.pools[0].autoscale.minReplicas",
+        "must not be more than maxReplicas",
+    ),
     ("idle-timeout-zero", {"idleTimeout": "0s"}, "spec.idleTimeout", "duration"),
     ("idle-timeout-days", {"idleTimeout": "1d"}, "spec.idleTimeout", "duration"),
     ("pool-platform", {"pools": [{"platform": "arm64"}]}, "spec.pools[0].platform", "platform"),
@@ -352,6 +412,31 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
 
 # Valid Builders, several at the exact boundary of a rule above.
 ACCEPTED: list[tuple[str, dict[str, Any]]] = [
+    ("autoscale", {"autoscale": {"maxReplicas": 3}}),
+    (
+        "autoscale-all-fields",
+        {
+            "autoscale": {
+                "minReplicas": 2,
+                "maxReplicas": 2,
+                "scaleUpAfter": "1m30s",
+                "scaleDownAfter": "1h",
+            }
+        },
+    ),
+    (
+        "autoscale-min-zero",
+        {"autoscale": {"minReplicas": 0, "maxReplicas": 4}, "idleTimeout": "30m"},
+    ),
+    (
+        "pools-autoscale",
+        {
+            "pools": [
+                {"platform": "linux/amd64", "autoscale": {"minReplicas": 1, "maxReplicas": 4}},
+                {"platform": "linux/arm64", "replicas": 1},
+            ]
+        },
+    ),
     (
         "pools",
         {

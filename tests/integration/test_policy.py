@@ -128,6 +128,20 @@ def test_limits_refuse_what_exceeds_them(
 
     refused = {
         "replicas": ({"replicas": 3}, ["spec.replicas", "policy.limits.maxReplicas"]),
+        # Autoscale's bound is the count it may reach.
+        "autoscale-max": (
+            {"autoscale": {"maxReplicas": 3}},
+            ["spec.autoscale.maxReplicas: 3", "policy.limits.maxReplicas"],
+        ),
+        "pool-autoscale-max": (
+            {
+                "pools": [
+                    {"platform": "linux/amd64", "replicas": 1},
+                    {"platform": "linux/arm64", "autoscale": {"maxReplicas": 5}},
+                ]
+            },
+            ["spec.pools[].autoscale.maxReplicas: linux/arm64: 5", "policy.limits.maxReplicas"],
+        ),
         "cache-size": ({"cache": {"size": "51Gi"}}, ["spec.cache.size", "50Gi"]),
         # A quantity is compared by value, not as text.
         "cache-size-bytes": ({"cache": {"size": 60 * 1024**3}}, ["spec.cache.size"]),
@@ -151,6 +165,8 @@ def test_limits_refuse_what_exceeds_them(
 
     fits = {
         "replicas": {"replicas": 2},
+        "autoscale": {"autoscale": {"minReplicas": 1, "maxReplicas": 2}},
+        "pool-autoscale": {"pools": [{"platform": "linux/arm64", "autoscale": {"maxReplicas": 2}}]},
         "cache-size": {"cache": {"size": "50Gi"}},
         "cache-size-smaller-unit": {"cache": {"size": "51200Mi"}},
         "storage-class": {"cache": {"storageClassName": "fast-ssd"}},

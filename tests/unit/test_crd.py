@@ -101,7 +101,6 @@ CONTRACT_TYPES = {
 
 CONTRACT_DEFAULTS = {
     "rootless": True,
-    "replicas": 1,
     "cache.type": "persistent",
     "cache.retain": True,
     "tls.mode": "auto",
@@ -336,6 +335,18 @@ def test_contract_defaults(spec: dict[str, Any], field: str, default: Any) -> No
     assert prop(spec, field).get("default") == default, f"spec.{field}"
 
 
+def test_replicas_default_is_the_operators(spec: dict[str, Any]) -> None:
+    """The contract's replicas default of 1 is filled in by the operator, not the API
+    server: replicas and autoscale are exclusive at apply, and a replicas the API server
+    filled in could not be told from one a user wrote."""
+    assert "default" not in prop(spec, "replicas")
+    assert "default" not in prop(spec, "pools")["items"]["properties"]["replicas"]
+    assert BuilderSpec.model_validate({}).replicas == 1
+    assert (
+        BuilderSpec.model_validate({"pools": [{"platform": "linux/arm64"}]}).pools[0].replicas == 1
+    )
+
+
 @pytest.mark.parametrize(("field", "values"), sorted(CONTRACT_ENUMS.items()))
 def test_contract_enums(spec: dict[str, Any], field: str, values: list[str]) -> None:
     assert prop(spec, field)["enum"] == values, f"spec.{field}"
@@ -383,7 +394,6 @@ def test_api_server_defaults_match_the_model(root: dict[str, Any]) -> None:
     defaulted = apply_defaults(root, {"apiVersion": "buildkit.dev/v1alpha1", "kind": "Builder"})
     assert defaulted["spec"] == {
         "rootless": True,
-        "replicas": 1,
         "buildkitd": {},
         # No size: the operator's install-wide default fills it in (20Gi unless set).
         "cache": {"type": "persistent", "retain": True},
@@ -511,6 +521,13 @@ RULES = {
     "pools[].resources.requests": "not a resource",
     "pools[].resources.limits{}": "must not be negative",
     "pools[].resources.requests{}": "must not be negative",
+    "pools[]": "replicas and autoscale are exclusive",
+    "autoscale": "must not be more than maxReplicas",
+    "autoscale.scaleUpAfter": "duration",
+    "autoscale.scaleDownAfter": "duration",
+    "pools[].autoscale": "must not be more than maxReplicas",
+    "pools[].autoscale.scaleUpAfter": "duration",
+    "pools[].autoscale.scaleDownAfter": "duration",
 }
 
 

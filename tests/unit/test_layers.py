@@ -39,6 +39,7 @@ PURE_MODULES = {
     "reconcile.status",
     "reconcile.daemon_state",
     "reconcile.idle",
+    "reconcile.autoscale",
     "reconcile.types",
     "reconcile.requeue",
 }

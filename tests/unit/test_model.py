@@ -64,6 +64,70 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
         "greater than or equal to 0",
     ),
     ("replicas-too-many", manifest({"replicas": 65}), "spec.replicas", "less than or equal to 64"),
+    # autoscale
+    (
+        "autoscale-and-replicas",
+        manifest({"replicas": 1, "autoscale": {"maxReplicas": 3}}),
+        "spec",
+        "replicas and autoscale are exclusive",
+    ),
+    (
+        "autoscale-min-over-max",
+        manifest({"autoscale": {"minReplicas": 4, "maxReplicas": 3}}),
+        "spec.autoscale",
+        "minReplicas (4) must not be more than maxReplicas (3)",
+    ),
+    ("autoscale-no-max", manifest({"autoscale": {}}), "spec.autoscale.maxReplicas", "required"),
+    (
+        "autoscale-max-zero",
+        manifest({"autoscale": {"maxReplicas": 0}}),
+        "spec.autoscale.maxReplicas",
+        "greater than or equal to 1",
+    ),
+    (
+        "autoscale-max-too-many",
+        manifest({"autoscale": {"maxReplicas": 65}}),
+        "spec.autoscale.maxReplicas",
+        "less than or equal to 64",
+    ),
+    (
+        "autoscale-window",
+        manifest({"autoscale": {"maxReplicas": 2, "scaleUpAfter": "30"}}),
+        "spec.autoscale.scaleUpAfter",
+        "duration",
+    ),
+    (
+        "autoscale-min-zero-without-idle-timeout",
+        manifest({"autoscale": {"minReplicas": 0, "maxReplicas": 2}}),
+        "spec",
+        "set idleTimeout",
+    ),
+    (
+        "autoscale-with-pools",
+        manifest({"autoscale": {"maxReplicas": 2}, "pools": [{"platform": "linux/arm64"}]}),
+        "spec",
+        "set autoscale in each pool",
+    ),
+    (
+        "pool-autoscale-and-replicas",
+        manifest(
+            {"pools": [{"platform": "linux/arm64", "replicas": 2, "autoscale": {"maxReplicas": 3}}]}
+        ),
+        "spec.pools[0]",
+        "replicas and autoscale are exclusive",
+    ),
+    (
+        "pool-autoscale-min-over-max",
+        manifest(
+            {
+                "pools": [
+                    {"platform": "linux/arm64", "autoscale": {"minReplicas": 3, "maxReplicas": 2}}
+                ]
+            }
+        ),
+        "spec.pools[0].autoscale",
+        "must not be more than maxReplicas",
+    ),
     # booleans
     ("rootless-string", manifest({"rootless": "false"}), "spec.rootless", "valid boolean"),
     ("retain-string", manifest({"cache": {"retain": "yes"}}), "spec.cache.retain", "boolean"),

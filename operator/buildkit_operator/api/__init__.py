@@ -8,7 +8,15 @@ from .identity import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .pools import pool_slug
 from .quantities import quantity_bytes
 from .spec import BuilderSpec
-from .status import BuilderStatus, Condition, DaemonStatus, Phase, PoolStatus, WaitingDaemon
+from .status import (
+    AutoscaleStatus,
+    BuilderStatus,
+    Condition,
+    DaemonStatus,
+    Phase,
+    PoolStatus,
+    WaitingDaemon,
+)
 
 __all__ = [
     "API_VERSION",
@@ -18,6 +26,7 @@ __all__ = [
     "KIND",
     "PLURAL",
     "VERSION",
+    "AutoscaleStatus",
     "Builder",
     "BuilderSpec",
     "BuilderStatus",

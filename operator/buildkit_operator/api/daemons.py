@@ -9,9 +9,11 @@ never renames another pool's daemons or hands one pool's cache to another.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from .autoscale import AutoscaleSpec
 from .builder import Builder
 from .names import ChildNames
 from .pools import Pool, pool_slug
@@ -30,15 +32,43 @@ class Daemon:
         return self.pool.platform if self.pool else None
 
 
+def daemon_id(index: int, pool: Pool | None) -> str:
+    return str(index) if pool is None else f"{index}-{pool_slug(pool.platform)}"
+
+
 def daemons(builder: Builder) -> list[Daemon]:
+    """The daemon slots. With autoscale, ``replicas`` holds the count decided for the pass
+    (``with_counts``): the spec's own is unset."""
     spec = builder.spec
     if not spec.pools:
-        return [Daemon(str(i), None) for i in range(spec.replicas)]
-    return [
-        Daemon(f"{i}-{pool_slug(pool.platform)}", pool)
-        for pool in spec.pools
-        for i in range(pool.replicas)
-    ]
+        return [Daemon(daemon_id(i, None), None) for i in range(spec.replicas)]
+    return [Daemon(daemon_id(i, pool), pool) for pool in spec.pools for i in range(pool.replicas)]
+
+
+def autoscaled(builder: Builder) -> list[tuple[Pool | None, AutoscaleSpec]]:
+    """The sets of daemons whose count follows the load: the Builder's, or each pool's."""
+    spec = builder.spec
+    if spec.autoscale is not None:
+        return [(None, spec.autoscale)]
+    return [(pool, pool.autoscale) for pool in spec.pools if pool.autoscale is not None]
+
+
+def with_counts(builder: Builder, counts: Mapping[str | None, int]) -> Builder:
+    """The Builder with each autoscaled set's count (keyed by its pool's platform, None for
+    the Builder's own set) put in its ``replicas``, so that everything that walks the
+    daemons (render, status) walks the decided ones."""
+    spec = builder.spec
+    if None in counts and spec.autoscale is not None:
+        spec = spec.model_copy(update={"replicas": counts[None]})
+    elif spec.pools:
+        pools = [
+            pool.model_copy(update={"replicas": counts[pool.platform]})
+            if pool.autoscale is not None and pool.platform in counts
+            else pool
+            for pool in spec.pools
+        ]
+        spec = spec.model_copy(update={"pools": pools})
+    return builder.model_copy(update={"spec": spec})
 
 
 def daemon_names(builder: Builder) -> list[str]:

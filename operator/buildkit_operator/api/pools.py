@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from pydantic import Field, StrictInt, field_validator
+from pydantic import ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from .autoscale import EXCLUSIVE_TEXT, AutoscaleSpec, exclusive_rule, no_server_default
 from .camel_model import CamelModel
 from .cel import cel_matches, cel_rule, validations
 from .labels import Labels
@@ -20,6 +21,10 @@ MAX_DAEMONS = 64
 
 class Pool(CamelModel):
     """A set of daemons of one platform, scheduled on nodes of its architecture."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [exclusive_rule(".autoscale")]}
+    )
 
     platform: Annotated[
         str,
@@ -38,7 +43,20 @@ class Pool(CamelModel):
             "natively (unless buildkitd.platforms says otherwise)."
         )
     )
-    replicas: StrictInt = Field(1, ge=0, le=MAX_DAEMONS, description="Daemons in this pool.")
+    replicas: StrictInt = Field(
+        1,
+        ge=0,
+        le=MAX_DAEMONS,
+        description="Daemons in this pool (1 when neither replicas nor autoscale is set).",
+        json_schema_extra=no_server_default,
+    )
+    autoscale: AutoscaleSpec | None = Field(
+        None,
+        description=(
+            "Let this pool's daemon count follow its build load, instead of a fixed "
+            "replicas (exclusive with it)."
+        ),
+    )
     node_selector: Labels = Field(
         default_factory=dict,
         description="More node labels this pool's pods must match, besides spec.nodeSelector.",
@@ -53,6 +71,12 @@ class Pool(CamelModel):
         if len(platform) > MAX_PLATFORM_LENGTH or not PLATFORM_RE.match(platform):
             raise ValueError(f"{platform!r} is not a platform such as linux/amd64")
         return platform
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> Pool:
+        if self.autoscale is not None and "replicas" in self.model_fields_set:
+            raise ValueError(EXCLUSIVE_TEXT)
+        return self
 
     @property
     def os(self) -> str:

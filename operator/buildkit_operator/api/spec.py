@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from .autoscale import EXCLUSIVE_TEXT, AutoscaleSpec, exclusive_rule, no_server_default
 from .buildkitd import DEFAULT_IMAGE_ROOTFUL, DEFAULT_IMAGE_ROOTLESS, BuildkitdSpec
 from .cache import CacheSpec
 from .camel_model import CamelModel
@@ -36,6 +37,14 @@ _EXPOSED_WITHOUT_TLS = (
     "has(self.tls) && has(self.tls.mode) && self.tls.mode == 'disabled' && "
     "has(self.service) && has(self.service.type) && self.service.type != 'ClusterIP' && "
     "!(has(self.service.allowWithoutTLS) && self.service.allowWithoutTLS)"
+)
+AUTOSCALE_WITH_POOLS_TEXT = (
+    "autoscale applies to the daemons of spec.replicas; with pools, set autoscale in each "
+    "pool that should follow its load"
+)
+MIN_ZERO_TEXT = (
+    "minReplicas 0 lets the last daemon sleep, which idleTimeout decides: set idleTimeout "
+    "(e.g. 30m), or minReplicas 1 or more"
 )
 EXPOSED_WITHOUT_TLS_TEXT = (
     "with tls.mode disabled exposes an unauthenticated builder beyond the cluster: use "
@@ -65,6 +74,19 @@ class BuilderSpec(CamelModel):
                     "rootless: false means securityProfile privileged: drop rootless: false, or "
                     "set securityProfile: privileged",
                     field_path=".securityProfile",
+                ),
+                exclusive_rule(".autoscale"),
+                cel_rule(
+                    "!(has(self.autoscale) && has(self.pools) && size(self.pools) > 0)",
+                    AUTOSCALE_WITH_POOLS_TEXT,
+                    field_path=".autoscale",
+                ),
+                cel_rule(
+                    "has(self.idleTimeout) || ((!has(self.autoscale) || "
+                    "self.autoscale.minReplicas > 0) && (!has(self.pools) || self.pools.all(p, "
+                    "!has(p.autoscale) || p.autoscale.minReplicas > 0)))",
+                    MIN_ZERO_TEXT,
+                    field_path=".idleTimeout",
                 ),
             ]
         }
@@ -119,7 +141,19 @@ class BuilderSpec(CamelModel):
         1,
         ge=0,
         le=MAX_DAEMONS,
-        description="Number of buildkitd daemons (ignored when pools are set).",
+        description=(
+            "Number of buildkitd daemons (ignored when pools are set); 1 when neither "
+            "replicas nor autoscale is set."
+        ),
+        json_schema_extra=no_server_default,
+    )
+    autoscale: AutoscaleSpec | None = Field(
+        None,
+        description=(
+            "Let the number of daemons follow the build load, between minReplicas and "
+            "maxReplicas, instead of a fixed replicas (exclusive with it; with pools, set it "
+            "per pool). status.autoscale explains each decision."
+        ),
     )
     pools: list[Pool] = Field(
         default_factory=list,
@@ -265,7 +299,18 @@ class BuilderSpec(CamelModel):
         slugs = [pool_slug(p.platform) for p in self.pools]
         if len(set(slugs)) != len(slugs):
             raise ValueError(f"pools: platforms {slugs} must differ in architecture or variant")
-        total = sum(p.replicas for p in self.pools)
+        if self.autoscale is not None:
+            if "replicas" in self.model_fields_set:
+                raise ValueError(f"autoscale: {EXCLUSIVE_TEXT}")
+            if self.pools:
+                raise ValueError(f"autoscale: {AUTOSCALE_WITH_POOLS_TEXT}")
+        scaled = [("autoscale", self.autoscale)] + [
+            (f"pools[{i}].autoscale", p.autoscale) for i, p in enumerate(self.pools)
+        ]
+        for where, autoscale in scaled:
+            if self.idle_timeout is None and autoscale and autoscale.min_replicas == 0:
+                raise ValueError(f"{where}.minReplicas: {MIN_ZERO_TEXT}")
+        total = sum(p.autoscale.max_replicas if p.autoscale else p.replicas for p in self.pools)
         if total > MAX_DAEMONS:
             raise ValueError(f"pools: {total} daemons in all; at most {MAX_DAEMONS}")
         return self

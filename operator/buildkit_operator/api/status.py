@@ -60,6 +60,13 @@ class DaemonStatus(CamelModel):
     idle: bool = Field(
         False, description="Scaled to zero after idleTimeout; connect or wake starts it."
     )
+    builds_in_flight: int | None = Field(
+        None,
+        description=(
+            "Builds the daemon was running when last asked (with autoscale); absent when it "
+            "was not asked or could not answer."
+        ),
+    )
     reason: str | None = Field(
         None,
         description=(
@@ -75,6 +82,25 @@ class DaemonStatus(CamelModel):
             "or the API server's refusal) and what to do about it."
         ),
     )
+
+
+class AutoscaleStatus(CamelModel):
+    """What the autoscaler of one set of daemons decided, and why."""
+
+    platform: str | None = Field(None, description="The pool's platform (pools only).")
+    replicas: int = Field(description="Daemons the autoscaler wants now.")
+    busy_since: str | None = Field(
+        None,
+        description=(
+            "Since when every daemon has had builds in flight (RFC 3339): a daemon is added "
+            "scaleUpAfter later."
+        ),
+    )
+    message: str = Field(description="The current decision and what would change it.")
+    last_scale_time: str | None = Field(
+        None, description="When the autoscaler last added or removed a daemon (RFC 3339)."
+    )
+    last_scale: str | None = Field(None, description="What the autoscaler last did, and why.")
 
 
 class WaitingDaemon(CamelModel):
@@ -137,6 +163,13 @@ class BuilderStatus(CamelModel):
     )
     cache: CacheStatus | None = Field(
         None, description="The cache the daemons got (the spec's or the defaults)."
+    )
+    autoscale: list[AutoscaleStatus] = Field(
+        default_factory=list,
+        description=(
+            "One entry per set of daemons with autoscale (the Builder's, or each pool's): "
+            "the daemons wanted, since when all of them build, and the last decision."
+        ),
     )
     waiting_for_idle: list[WaitingDaemon] = Field(
         default_factory=list,

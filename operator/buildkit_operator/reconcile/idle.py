@@ -49,7 +49,7 @@ def sleeping(deployment: Mapping[str, Any] | None, wake_requested: datetime | No
     return slept is not None and (wake_requested is None or wake_requested < slept)
 
 
-def _started(deployment: Mapping[str, Any] | None) -> datetime | None:
+def started(deployment: Mapping[str, Any] | None) -> datetime | None:
     """When the daemon's current pods were last (re)started: the Deployment's Available
     condition turning true, or its creation."""
     if not deployment:
@@ -76,7 +76,7 @@ def decide(
         return idle_since(deployment), None
     if activity is None or not activity.known or activity.building:
         return None, timeout.total_seconds()  # cannot judge, or busy: look again later
-    moments = [activity.last_build, wake_requested, _started(deployment)]
+    moments = [activity.last_build, wake_requested, started(deployment)]
     last = max((m for m in moments if m is not None), default=None)
     if last is None:
         return None, timeout.total_seconds()

@@ -9,7 +9,8 @@ the change it refused: the rest of the pass goes on, and the refusal becomes a c
 and a Warning Event naming the object and the server's message.
 
 Each step has a module of its own: ``observe`` (what is read besides the children),
-``plan``/``holds``/``idle`` (decide, pure), ``apply``, ``status``/``report``, ``requeue``.
+``scaling``/``autoscale`` (the daemon count), ``plan``/``holds``/``idle`` (decide, pure),
+``apply``, ``status``/``report``, ``requeue``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from .report import (
     write_status,
 )
 from .requeue import USER_SECRET_CHECK, requeue_after
+from .scaling import scale, with_builds_in_flight
 from .status import compute_status, failed_status
 from .types import WORKLOAD_KIND, Outcome, Plan
 from .userns import describe, scale_to_zero, without_user_namespace
@@ -106,10 +108,11 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
     if isinstance(seen, tuple):
         problems, requeue = seen
         return report_invalid(kube, obj, problems, generation, previous, now, requeue_after=requeue)
+    # Decide. The autoscaler first: it fixes the daemon count the rest of the pass works to.
+    scaling = scale(kube, seen.builder, obj, seen.live, now)
+    seen.builder = scaling.builder
     builder, live = seen.builder, seen.live
-
-    # Decide.
-    sleeping, idle_check = asleep(kube, builder, obj, live, now)
+    sleeping, idle_check = asleep(kube, builder, obj, live, now, answers=scaling.activity)
     desired = render_builder(
         builder,
         seen.bundle,
@@ -154,22 +157,30 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
         now,
         unsafe=describe(unsafe, kube.server_version()) if unsafe else [],
     )
+    if scaling.entries:
+        status["autoscale"] = scaling.entries
+        with_builds_in_flight(status, scaling.activity)
     written = write_status(kube, obj, status)
+    for decision in scaling.scaled:
+        kube.event(obj, "Normal", decision.scaled or "Scaled", decision.message)
     record_phase_event(kube, obj, previous, status, written)
     record_rewrites(kube, obj, previous, status, written)
     if written:
         record_daemon_events(kube, obj, previous, status)
+    requeue = requeue_after(
+        the_plan,
+        seen.bundle,
+        status,
+        now,
+        user_secret=builder.spec.tls.mode == "secret",
+        idle_check=idle_check,
+    )
+    if scaling.requeue is not None:
+        requeue = min(requeue or scaling.requeue, scaling.requeue)
     return Outcome(
         phase=status["phase"],
         actions=tuple(f"{a.verb} {a.kind} {a.name}" for a in applied.done),
-        requeue_after=requeue_after(
-            the_plan,
-            seen.bundle,
-            status,
-            now,
-            user_secret=builder.spec.tls.mode == "secret",
-            idle_check=idle_check,
-        ),
+        requeue_after=requeue,
         status_written=written,
         errors=tuple(applied.errors),
     )

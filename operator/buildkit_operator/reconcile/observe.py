@@ -294,8 +294,12 @@ def asleep(
     obj: Mapping[str, Any],
     live: Mapping[tuple[str, str], Mapping[str, Any]],
     now: datetime,
+    *,
+    answers: Mapping[str, Activity] | None = None,
 ) -> tuple[dict[str, str], float | None]:
-    """The daemons that sleep (scaled to zero by idleTimeout), and when to look again."""
+    """The daemons that sleep (scaled to zero by idleTimeout), and when to look again.
+    ``answers``: what daemons already said this pass (the autoscaler asked); only the
+    others are asked."""
     timeout = builder.spec.idle_timeout
     if timeout is None:
         return {}, None
@@ -310,13 +314,16 @@ def asleep(
     awake = [
         name for name in slots if not idle.sleeping(live.get((WORKLOAD_KIND, name)), wake_requested)
     ]
-    answers = daemon_activity(kube, builder, live, awake) if awake else {}
+    known = dict(answers or {})
+    unasked = [name for name in awake if name not in known]
+    if unasked:
+        known.update(daemon_activity(kube, builder, live, unasked))
     for name, daemon in slots.items():
         deployment = live.get((WORKLOAD_KIND, name))
         since, again = idle.decide(
             timeout=limit,
             deployment=deployment,
-            activity=answers.get(name),
+            activity=known.get(name),
             wake_requested=wake_requested,
             now=now,
         )
