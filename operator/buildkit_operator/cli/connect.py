@@ -22,7 +22,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -36,9 +36,13 @@ from .client_cert import request_certificate, write_private
 WAKE_TIMEOUT = 300.0
 
 
-def _fail(message: str) -> int:
-    print(f"buildkit-operator: error: {message}", file=sys.stderr)
-    return 2
+class ConnectError(Exception):
+    """What stops a connect, for the command to print as one line under the name it was run
+    by (``buildkit-operator`` or ``kubectl buildkit``), with exit status 2."""
+
+
+def _fail(message: str) -> NoReturn:
+    raise ConnectError(message)
 
 
 def connect(
@@ -57,7 +61,7 @@ def connect(
     try:
         config.load_kube_config(config_file=kubeconfig)
     except Exception as err:
-        return _fail(f"cannot load a kubeconfig: {err}")
+        _fail(f"cannot load a kubeconfig: {err}")
     if namespace is None:
         _, active = config.list_kube_config_contexts(config_file=kubeconfig)
         namespace = (active.get("context") or {}).get("namespace") or "default"
@@ -71,13 +75,13 @@ def connect(
         )
     except ApiException as err:
         if err.status == 404:
-            return _fail(f"no Builder {name} in namespace {namespace}")
-        return _fail(f"cannot read Builder {namespace}/{name}: {err.status} {err.reason}")
+            _fail(f"no Builder {name} in namespace {namespace}")
+        _fail(f"cannot read Builder {namespace}/{name}: {err.status} {err.reason}")
     status = builder.get("status") or {}
     if wake_only or any(d.get("idle") for d in status.get("daemons") or []):
         woken = wake(api, name, namespace)
         if isinstance(woken, str):
-            return _fail(woken)
+            _fail(woken)
         builder = woken
         status = builder.get("status") or {}
     if wake_only:
@@ -98,7 +102,7 @@ def connect(
         else:
             problem = _write_own(api, name, namespace, status, target, duration)
         if problem:
-            return _fail(problem)
+            _fail(problem)
         flags = [
             "--tlscacert", str(target / "ca.pem"),
             "--tlscert", str(target / "cert.pem"),
@@ -147,7 +151,7 @@ def connect(
 
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        return _fail("--port-forward needs kubectl on PATH")
+        _fail("--port-forward needs kubectl on PATH")
     command = [kubectl, "port-forward", "-n", namespace, f"service/{names.service}",
                f"{local_port}:1234"]  # fmt: skip
     if kubeconfig:
