@@ -32,9 +32,12 @@ from node_helpers import (
     Host,
     NodeBuildctl,
     builder,
+    container_pid,
     describe,
+    read_proc,
     ready_builder,
     report,
+    running_pod,
 )
 from operator_process import OperatorProcess
 
@@ -296,13 +299,26 @@ def test_a_daemon_with_a_build_in_flight_is_not_put_to_sleep(
 
 def _userns_unsupported(node: LocalNode) -> str | None:
     """Why this node cannot run user-namespaced pods, if it cannot: kubelet asks the
-    runtime, which needs runc ≥ 1.2 (idmapped mounts) on a kernel with them."""
-    result = subprocess.run(["runc", "--version"], capture_output=True, text=True, check=False)
-    version = (result.stdout.split() or ["", "", "0"])[2]
-    parts = tuple(int(x) for x in version.split("+")[0].split(".")[:2] if x.isdigit())
-    if parts < (1, 2):
-        return f"runc {version} lacks idmapped-mount support (user namespaces need runc >= 1.2)"
+    runtime, whose runc must mount the pod's volumes idmapped (runc ≥ 1.2, `runc features`
+    says so) on a kernel that has idmapped mounts."""
+    state = node.read_state()
+    assert state is not None
+    runc = state.binaries["runc"]
+    result = subprocess.run([runc, "features"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        version = subprocess.run([runc, "--version"], capture_output=True, text=True).stdout
+        return f"{runc} ({version.splitlines()[0] if version else '?'}) has no `features`"
+    features = json.loads(result.stdout)
+    idmap = features.get("linux", {}).get("mountExtensions", {}).get("idmap", {})
+    if not idmap.get("enabled"):
+        return f"{runc} reports no idmapped-mount support: {result.stdout.strip()}"
     return None
+
+
+def _uid_map(pid: int) -> list[tuple[int, int, int]]:
+    """/proc/<pid>/uid_map as the host reads it: (inside, outside, count) rows."""
+    rows = Path(f"/proc/{pid}/uid_map").read_text().split("\n")
+    return [(int(a), int(b), int(c)) for a, b, c in (r.split() for r in rows if r.strip())]
 
 
 def test_userns_profile_builds_on_the_node(
@@ -325,11 +341,36 @@ def test_userns_profile_builds_on_the_node(
         name,
         {"securityProfile": "userns", "cache": {"type": "ephemeral"}, "nodeSelector": REAL_NODE},
     )
+    pod = running_pod(api, node_namespace, name)
+    assert pod["spec"].get("hostUsers") is False, pod["spec"]
+    # The daemon as the host sees it: its user namespace maps uid 0 to an unprivileged host
+    # uid (kubelet's ranges start past the host's 0-65535, 65536 ids a pod), and the host
+    # reads that uid as the daemon's.
+    pid = container_pid(node, pod)
+    daemon = read_proc(pid)
+    uid_map = _uid_map(pid)
+    assert uid_map != [(0, 0, 4294967295)], "the daemon runs in the host's user namespace"
+    ((inside, outside, count),) = uid_map
+    assert inside == 0 and outside >= 65536 and count == 65536, uid_map
+    assert daemon.name == "buildkitd" and daemon.uid == outside, (daemon, uid_map)
+    # uid 0 inside: the same status file read from within the daemon's user namespace
+    # (nsenter -U becomes that namespace's root), where the kernel translates its uids.
+    inside_view = subprocess.run(
+        ["nsenter", "-t", str(pid), "-U", "--", "cat", f"/proc/{pid}/status"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    inside_uids = next(x for x in inside_view.splitlines() if x.startswith("Uid:")).split()[1:]
+    assert inside_uids == ["0", "0", "0", "0"], inside_view
+    report(
+        f"userns: buildkitd pid {pid}: uid_map '{inside} {outside} {count}', the host reads "
+        f"Uid {daemon.uid}, its own namespace reads Uid {' '.join(inside_uids)}"
+    )
     inputs = run_build_inputs(tmp_path / "build", f"userns {secrets.token_hex(4)}", loops=1000)
     out = _connect(node, node_namespace, name, tmp_path / "c")
     line = next(x for x in out.splitlines() if x.startswith("buildctl "))
     ip = _service_ip(api, node_namespace, ChildNames(name).service)
     client, _ = _client(node, buildctl_bin, line, f"tcp://{ip}:1234")
+    started = time.monotonic()
     client.build(
         inputs.context,
         f"type=oci,dest={tmp_path / 'u.tar'}",
@@ -337,3 +378,4 @@ def test_userns_profile_builds_on_the_node(
         locals_=inputs.locals_,
     )
     check_run_output(oci_image_files(tmp_path / "u.tar"), inputs)
+    report(f"userns: a build with a RUN step succeeded in {time.monotonic() - started:.1f}s")
