@@ -1,4 +1,4 @@
-"""Pools, per-daemon addresses, scale to zero and the userns profile on the real node.
+"""Pools, per-daemon addresses and scale to zero on the real node.
 
 The real node is amd64: a pool of that architecture builds there for real, an arm64 pool's
 daemon is scheduled on the kwok arm64 node (no build can run on it). The operator runs in
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from buildkit_e2e import (
     OPERATOR_CLI,
     ClientCerts,
@@ -32,12 +31,9 @@ from node_helpers import (
     Host,
     NodeBuildctl,
     builder,
-    container_pid,
     describe,
-    read_proc,
     ready_builder,
     report,
-    running_pod,
 )
 from operator_process import OperatorProcess
 
@@ -295,87 +291,3 @@ def test_a_daemon_with_a_build_in_flight_is_not_put_to_sleep(
     assert (tmp_path / "out" / "done").read_text() == "done\n"
     assert time.monotonic() - started > 45
     report("scale to zero: a daemon building for 50s under idleTimeout 20s was kept running")
-
-
-def _userns_unsupported(node: LocalNode) -> str | None:
-    """Why this node cannot run user-namespaced pods, if it cannot: kubelet asks the
-    runtime, whose runc must mount the pod's volumes idmapped (runc ≥ 1.2, `runc features`
-    says so) on a kernel that has idmapped mounts."""
-    state = node.read_state()
-    assert state is not None
-    runc = state.binaries["runc"]
-    result = subprocess.run([runc, "features"], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        version = subprocess.run([runc, "--version"], capture_output=True, text=True).stdout
-        return f"{runc} ({version.splitlines()[0] if version else '?'}) has no `features`"
-    features = json.loads(result.stdout)
-    idmap = features.get("linux", {}).get("mountExtensions", {}).get("idmap", {})
-    if not idmap.get("enabled"):
-        return f"{runc} reports no idmapped-mount support: {result.stdout.strip()}"
-    return None
-
-
-def _uid_map(pid: int) -> list[tuple[int, int, int]]:
-    """/proc/<pid>/uid_map as the host reads it: (inside, outside, count) rows."""
-    rows = Path(f"/proc/{pid}/uid_map").read_text().split("\n")
-    return [(int(a), int(b), int(c)) for a, b, c in (r.split() for r in rows if r.strip())]
-
-
-def test_userns_profile_builds_on_the_node(
-    host: Host,
-    node: LocalNode,
-    api: Api,
-    node_operator: OperatorProcess,
-    node_namespace: str,
-    buildctl_bin: Path,
-    tmp_path: Path,
-) -> None:
-    why = _userns_unsupported(node)
-    if why:
-        pytest.skip(f"securityProfile userns on the real node: {why}")
-    name = "userns"
-    ready_builder(
-        api,
-        node,
-        node_namespace,
-        name,
-        {"securityProfile": "userns", "cache": {"type": "ephemeral"}, "nodeSelector": REAL_NODE},
-    )
-    pod = running_pod(api, node_namespace, name)
-    assert pod["spec"].get("hostUsers") is False, pod["spec"]
-    # The daemon as the host sees it: its user namespace maps uid 0 to an unprivileged host
-    # uid (kubelet's ranges start past the host's 0-65535, 65536 ids a pod), and the host
-    # reads that uid as the daemon's.
-    pid = container_pid(node, pod)
-    daemon = read_proc(pid)
-    uid_map = _uid_map(pid)
-    assert uid_map != [(0, 0, 4294967295)], "the daemon runs in the host's user namespace"
-    ((inside, outside, count),) = uid_map
-    assert inside == 0 and outside >= 65536 and count == 65536, uid_map
-    assert daemon.name == "buildkitd" and daemon.uid == outside, (daemon, uid_map)
-    # uid 0 inside: the same status file read from within the daemon's user namespace
-    # (nsenter -U becomes that namespace's root), where the kernel translates its uids.
-    inside_view = subprocess.run(
-        ["nsenter", "-t", str(pid), "-U", "--", "cat", f"/proc/{pid}/status"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    inside_uids = next(x for x in inside_view.splitlines() if x.startswith("Uid:")).split()[1:]
-    assert inside_uids == ["0", "0", "0", "0"], inside_view
-    report(
-        f"userns: buildkitd pid {pid}: uid_map '{inside} {outside} {count}', the host reads "
-        f"Uid {daemon.uid}, its own namespace reads Uid {' '.join(inside_uids)}"
-    )
-    inputs = run_build_inputs(tmp_path / "build", f"userns {secrets.token_hex(4)}", loops=1000)
-    out = _connect(node, node_namespace, name, tmp_path / "c")
-    line = next(x for x in out.splitlines() if x.startswith("buildctl "))
-    ip = _service_ip(api, node_namespace, ChildNames(name).service)
-    client, _ = _client(node, buildctl_bin, line, f"tcp://{ip}:1234")
-    started = time.monotonic()
-    client.build(
-        inputs.context,
-        f"type=oci,dest={tmp_path / 'u.tar'}",
-        opts=inputs.opts,
-        locals_=inputs.locals_,
-    )
-    check_run_output(oci_image_files(tmp_path / "u.tar"), inputs)
-    report(f"userns: a build with a RUN step succeeded in {time.monotonic() - started:.1f}s")
