@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create the virtualenv with the operator and the test tools
 
-tools: ## build the pinned Kubernetes, etcd, kwok, helm and BuildKit binaries (cached)
+tools: ## build every pinned binary (cached); the node's runc needs libseccomp-dev (hack/install-runtime-deps.sh --node)
 	@hack/build-tools.sh
 
 cluster: $(VENV)/.installed ## start the local control plane; prints export lines for eval

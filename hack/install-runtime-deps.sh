@@ -7,8 +7,9 @@
 # The rootless image runs rootlesskit with its default host network, so slirp4netns is not needed.
 # Also iproute2 (ip netns, veth), for the network namespace the registry mirror test makes.
 # With --node, also what the real node (hack/node.py) and its images (hack/node_images.py)
-# need: nftables (kube-proxy's nftables mode), mmdebstrap (Debian root filesystems), and gcc
-# with the static C library (the pause binary).
+# need: nftables (kube-proxy's nftables mode), mmdebstrap (Debian root filesystems), gcc
+# with the static C library (the pause binary), and libseccomp's headers with pkg-config (runc,
+# built with cgo from hack/tools/runc with upstream's seccomp tag).
 #
 # Idempotent: installs only missing packages, runs `apt-get update` only when a package has no
 # install candidate, and changes no account or range that already exists. Every action is
@@ -39,7 +40,7 @@ log() { printf 'install-runtime-deps: %s\n' "$*" >&2; }
 
 packages=(runc iproute2)
 $rootless && packages+=(rootlesskit uidmap fuse-overlayfs)
-$node && packages+=(nftables mmdebstrap gcc libc6-dev util-linux)
+$node && packages+=(nftables mmdebstrap gcc libc6-dev util-linux libseccomp-dev pkgconf)
 
 installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]

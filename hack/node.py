@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A real Kubernetes node joined to the local control plane (hack/cluster.py).
 
-containerd, kubelet and kube-proxy from the pinned Go modules under hack/tools/, runc from
-Debian, the CNI bridge plugins, and images made here by hack/node_images.py: the pods the
+containerd, runc, kubelet and kube-proxy from the pinned Go modules under hack/tools/, the CNI
+bridge plugins, and images made here by hack/node_images.py: the pods the
 operator renders run for real, in containers.
 
 What it takes from this machine, and what it leaves it:

@@ -1,5 +1,8 @@
-"""The node's binaries: containerd, kubelet, kube-proxy and the CNI plugins built by
-hack/build-tools.sh, and the host's programs (runc, nft, ip, nsenter, unshare, mount)."""
+"""The node's binaries: containerd, runc, kubelet, kube-proxy and the CNI plugins built by
+hack/build-tools.sh, and the host's programs (nft, ip, nsenter, unshare, mount).
+
+runc is the pinned one, not the host's: Debian bookworm's runc 1.1.5 has no idmapped mounts,
+so user-namespaced pods (``hostUsers: false``) could not run on the node."""
 
 from __future__ import annotations
 
@@ -13,9 +16,17 @@ from localcluster.binaries import BUILD_TOOLS, split_paths
 
 from .processes import NodeError
 
-NODE_TOOLS = ("containerd", "cni", "kubernetes-node")
-NODE_BINARIES = ("containerd", "ctr", "containerd-shim-runc-v2", "kubelet", "kube-proxy", "bridge")
-HOST_PROGRAMS = ("runc", "nft", "ip", "nsenter", "unshare", "mount")
+NODE_TOOLS = ("containerd", "runc", "cni", "kubernetes-node")
+NODE_BINARIES = (
+    "containerd",
+    "ctr",
+    "containerd-shim-runc-v2",
+    "runc",
+    "kubelet",
+    "kube-proxy",
+    "bridge",
+)
+HOST_PROGRAMS = ("nft", "ip", "nsenter", "unshare", "mount")
 
 
 def node_tool_paths() -> list[Path]:

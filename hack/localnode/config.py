@@ -37,6 +37,9 @@ KUBELET_SYSCTLS = {
 # Directories with fixed paths (containerd's shim sockets, runc's state, CNI's cache,
 # kubelet's /var/log/containers links) that get a tmpfs of their own in the node's namespace.
 PRIVATE_DIRS = ("/run", "/var/lib", "/var/log")
+# A whole proc mount in the node's namespace besides /proc (see supervise): the kernel lets a
+# container in a user namespace mount its own /proc only where one is fully visible already.
+VISIBLE_PROC = "/run/bko-node-proc"
 
 CAP_SYS_RESOURCE = 24
 

@@ -137,6 +137,13 @@ class LocalNode(NodeObjects, NodeProcesses):
         shutil.rmtree(self.dir / "containerd" / "state", ignore_errors=True)
         for d in (self.logs_dir, self.config_dir, self.volumes_dir):
             d.mkdir(parents=True, exist_ok=True)
+        # A container in a user namespace (hostUsers: false) is set up by runc already inside
+        # it, as an unprivileged host uid that must reach its rootfs under containerd's state:
+        # every directory above it searchable (not listable) by all, as /run/containerd on a
+        # real node. containerd makes its own that way; these two are the node's.
+        for d in (self.dir, self.dir / "containerd"):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o711)
         self._write_state(state)
         make_netns(self.netns, self.ip)
         write_node_pki(self.dir, self.cluster.pki, self.name, self.ip)

@@ -18,7 +18,15 @@ from pathlib import Path
 from cgroups import cgroup_mounts, kill_cgroup, make_cgroup, remove_cgroup
 from localcluster.config import egress_socket
 
-from .config import APISERVER_PORT, KUBELET_SYSCTLS, NODE_IP, NODE_LABEL, NODE_NAME, PRIVATE_DIRS
+from .config import (
+    APISERVER_PORT,
+    KUBELET_SYSCTLS,
+    NODE_IP,
+    NODE_LABEL,
+    NODE_NAME,
+    PRIVATE_DIRS,
+    VISIBLE_PROC,
+)
 from .netns import forward, libc, serve_egress
 from .processes import NodeError, NodeState, log, read_state
 
@@ -60,6 +68,13 @@ def supervise(
     for private in PRIVATE_DIRS:
         sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", private)
     Path("/var/log/containers").mkdir()
+    # A container in a user namespace (hostUsers: false) mounts a proc of its own, which the
+    # kernel allows only where some proc mount of the mount namespace has nothing mounted
+    # over a file in it (fs/namespace.c, mnt_already_visible); the sysctl files above are.
+    # One more proc mount, covered by nothing, where nothing reads it, keeps /proc/sys as
+    # kubelet must see it and lets those containers start, as on a real node.
+    Path(VISIBLE_PROC).mkdir()
+    sh("mount", "-t", "proc", "-o", "nosuid,nodev,noexec", "proc", VISIBLE_PROC)
     Path("/run/netns").mkdir()
 
     listeners = []

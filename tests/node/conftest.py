@@ -43,6 +43,7 @@ from operator_process import OperatorProcess, operator_binary  # noqa: E402
 
 from localcluster.api import Api, wait_for  # noqa: E402
 from localcluster.cluster import LocalCluster  # noqa: E402
+from localnode.binaries import NODE_TOOLS  # noqa: E402
 from localnode.config import APISERVER_PORT, LOCAL_STORAGE_CLASS  # noqa: E402
 from localnode.node import LocalNode  # noqa: E402
 
@@ -118,7 +119,7 @@ def node(
     instance = LocalNode(
         directory,
         node_cluster,
-        tools("containerd", "cni", "kubernetes-node"),
+        tools(*NODE_TOOLS),
         die_with_parent=True,
     )
     began = time.monotonic()

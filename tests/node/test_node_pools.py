@@ -1,4 +1,4 @@
-"""Pools, per-daemon addresses, scale to zero and the userns profile on the real node.
+"""Pools, per-daemon addresses and scale to zero on the real node.
 
 The real node is amd64: a pool of that architecture builds there for real, an arm64 pool's
 daemon is scheduled on the kwok arm64 node (no build can run on it). The operator runs in
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from buildkit_e2e import (
     OPERATOR_CLI,
     ClientCerts,
@@ -292,48 +291,3 @@ def test_a_daemon_with_a_build_in_flight_is_not_put_to_sleep(
     assert (tmp_path / "out" / "done").read_text() == "done\n"
     assert time.monotonic() - started > 45
     report("scale to zero: a daemon building for 50s under idleTimeout 20s was kept running")
-
-
-def _userns_unsupported(node: LocalNode) -> str | None:
-    """Why this node cannot run user-namespaced pods, if it cannot: kubelet asks the
-    runtime, which needs runc ≥ 1.2 (idmapped mounts) on a kernel with them."""
-    result = subprocess.run(["runc", "--version"], capture_output=True, text=True, check=False)
-    version = (result.stdout.split() or ["", "", "0"])[2]
-    parts = tuple(int(x) for x in version.split("+")[0].split(".")[:2] if x.isdigit())
-    if parts < (1, 2):
-        return f"runc {version} lacks idmapped-mount support (user namespaces need runc >= 1.2)"
-    return None
-
-
-def test_userns_profile_builds_on_the_node(
-    host: Host,
-    node: LocalNode,
-    api: Api,
-    node_operator: OperatorProcess,
-    node_namespace: str,
-    buildctl_bin: Path,
-    tmp_path: Path,
-) -> None:
-    why = _userns_unsupported(node)
-    if why:
-        pytest.skip(f"securityProfile userns on the real node: {why}")
-    name = "userns"
-    ready_builder(
-        api,
-        node,
-        node_namespace,
-        name,
-        {"securityProfile": "userns", "cache": {"type": "ephemeral"}, "nodeSelector": REAL_NODE},
-    )
-    inputs = run_build_inputs(tmp_path / "build", f"userns {secrets.token_hex(4)}", loops=1000)
-    out = _connect(node, node_namespace, name, tmp_path / "c")
-    line = next(x for x in out.splitlines() if x.startswith("buildctl "))
-    ip = _service_ip(api, node_namespace, ChildNames(name).service)
-    client, _ = _client(node, buildctl_bin, line, f"tcp://{ip}:1234")
-    client.build(
-        inputs.context,
-        f"type=oci,dest={tmp_path / 'u.tar'}",
-        opts=inputs.opts,
-        locals_=inputs.locals_,
-    )
-    check_run_output(oci_image_files(tmp_path / "u.tar"), inputs)

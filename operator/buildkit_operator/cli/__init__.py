@@ -1,5 +1,6 @@
-"""The ``buildkit-operator`` command: ``render``, ``crd``, ``run``, ``connect``, ``wake``."""
+"""The ``buildkit-operator`` command (and the ``kubectl buildkit`` plugin): ``render``, ``crd``,
+``run``, ``connect``, ``wake``."""
 
-from .main import main
+from .main import kubectl_plugin, main
 
-__all__ = ["main"]
+__all__ = ["kubectl_plugin", "main"]

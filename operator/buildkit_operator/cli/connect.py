@@ -23,7 +23,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -37,9 +37,13 @@ from .client_cert import request_certificate, write_private
 WAKE_TIMEOUT = 300.0
 
 
-def _fail(message: str) -> int:
-    print(f"buildkit-operator: error: {message}", file=sys.stderr)
-    return 2
+class ConnectError(Exception):
+    """What stops a connect, for the command to print as one line under the name it was run
+    by (``buildkit-operator`` or ``kubectl buildkit``), with exit status 2."""
+
+
+def _fail(message: str) -> NoReturn:
+    raise ConnectError(message)
 
 
 # Where a pod's ServiceAccount credentials are mounted (a CI job running in the cluster).
@@ -88,7 +92,7 @@ def connect(
     try:
         default_namespace = load_client_config(kubeconfig)
     except ValueError as err:
-        return _fail(str(err))
+        _fail(str(err))
     namespace = namespace or default_namespace
     api = client.ApiClient()
     try:
@@ -100,13 +104,13 @@ def connect(
         )
     except ApiException as err:
         if err.status == 404:
-            return _fail(f"no Builder {name} in namespace {namespace}")
-        return _fail(f"cannot read Builder {namespace}/{name}: {err.status} {err.reason}")
+            _fail(f"no Builder {name} in namespace {namespace}")
+        _fail(f"cannot read Builder {namespace}/{name}: {err.status} {err.reason}")
     status = builder.get("status") or {}
     if wake_only or any(d.get("idle") for d in status.get("daemons") or []):
         woken = wake(api, name, namespace)
         if isinstance(woken, str):
-            return _fail(woken)
+            _fail(woken)
         builder = woken
         status = builder.get("status") or {}
     if wake_only:
@@ -127,7 +131,7 @@ def connect(
         else:
             problem = _write_own(api, name, namespace, status, target, duration)
         if problem:
-            return _fail(problem)
+            _fail(problem)
         flags = [
             "--tlscacert", str(target / "ca.pem"),
             "--tlscert", str(target / "cert.pem"),
@@ -176,7 +180,7 @@ def connect(
 
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        return _fail("--port-forward needs kubectl on PATH")
+        _fail("--port-forward needs kubectl on PATH")
     command = [kubectl, "port-forward", "-n", namespace, f"service/{names.service}",
                f"{local_port}:1234"]  # fmt: skip
     if kubeconfig:

@@ -26,14 +26,18 @@ from .certificate_flags import add_connect_flags, add_signer_flags, lifetimes, r
 from .output import dump_stream
 
 EXIT_USAGE = 2
+PROG = "buildkit-operator"
+# kubectl runs an executable named kubectl-<name> on PATH as `kubectl <name>`: the same
+# commands, named the way the user typed them in help and errors.
+PLUGIN_PROG = "kubectl buildkit"
 
 
 class UsageError(Exception):
     """Input a person must fix; printed as one line."""
 
 
-def _fail(message: str) -> NoReturn:
-    print(f"buildkit-operator: error: {message}", file=sys.stderr)
+def _fail(message: str, prog: str = PROG) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)
 
 
@@ -158,20 +162,23 @@ def election_from(args: argparse.Namespace) -> Any:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    from .connect import connect  # imports the kubernetes client: only when connecting
+    from .connect import ConnectError, connect  # imports the kubernetes client: when connecting
 
-    return connect(
-        name=args.name,
-        namespace=args.namespace,
-        output_dir=Path(args.output_dir) if args.output_dir else None,
-        kubeconfig=args.kubeconfig,
-        port_forward=args.port_forward,
-        local_port=args.local_port,
-        key=getattr(args, "key", None),
-        wake_only=args.func is cmd_wake,
-        shared=bool(getattr(args, "shared", False)),
-        duration=_duration(getattr(args, "duration", None)),
-    )
+    try:
+        return connect(
+            name=args.name,
+            namespace=args.namespace,
+            output_dir=Path(args.output_dir) if args.output_dir else None,
+            kubeconfig=args.kubeconfig,
+            port_forward=args.port_forward,
+            local_port=args.local_port,
+            key=getattr(args, "key", None),
+            wake_only=args.func is cmd_wake,
+            shared=bool(getattr(args, "shared", False)),
+            duration=_duration(getattr(args, "duration", None)),
+        )
+    except ConnectError as err:
+        raise UsageError(str(err)) from None
 
 
 def _duration(text: str | None) -> int | None:
@@ -253,9 +260,9 @@ def defaults_from(args: argparse.Namespace) -> Defaults:
         raise UsageError(str(err)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="buildkit-operator",
+        prog=prog,
         description="Run BuildKit builders in Kubernetes, reachable over mutual TLS.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -382,16 +389,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)
     except UsageError as err:
-        _fail(str(err))
+        _fail(str(err), prog)
     except BrokenPipeError:
         return 0
     return result
+
+
+def kubectl_plugin(argv: Sequence[str] | None = None) -> int:
+    """``kubectl buildkit …`` (the ``kubectl-buildkit`` executable): kubectl passes the words
+    after ``buildkit`` unchanged, so the commands are the same as ``buildkit-operator``'s."""
+    return main(argv, PLUGIN_PROG)
 
 
 if __name__ == "__main__":
