@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from buildkit_operator.cluster.cache import ChildCache
 
 LABELS = {"app.kubernetes.io/managed-by": "buildkit-operator", "buildkit.dev/builder": "b"}
@@ -109,3 +111,118 @@ def test_a_refused_watch_of_pods_leaves_the_children_fresh() -> None:
     c._heard[("Deployment", "")] = time.monotonic()
     assert c.fresh() and not c.fresh(pods=True)
     assert c.wait_synced(0.01)
+
+
+# --- which changes wake a pass ------------------------------------------------------------
+
+
+def deployment(version: int, **status: Any) -> dict[str, Any]:
+    """A Deployment as its controller reports it mid-rollout, ``status`` changed."""
+    return {
+        "kind": "Deployment",
+        "metadata": {
+            "name": "b-0",
+            "namespace": "ns",
+            "uid": "d",
+            "generation": 1,
+            "resourceVersion": str(version),
+            "labels": LABELS,
+        },
+        "spec": {"replicas": 1},
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "unavailableReplicas": 1,
+            "conditions": [
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "ReplicaSetUpdated",
+                    "message": 'ReplicaSet "b-0-5d9" is progressing.',
+                    "lastUpdateTime": "2026-11-24T12:00:00Z",
+                    "lastTransitionTime": "2026-11-24T12:00:00Z",
+                }
+            ],
+            **status,
+        },
+    }
+
+
+def _progressing(**changes: str) -> list[dict[str, str]]:
+    (cond,) = deployment(0)["status"]["conditions"]
+    return [{**cond, **changes}]
+
+
+def test_a_deployment_status_update_that_changes_nothing_read_wakes_no_pass() -> None:
+    """The controller rewrites a rolling Deployment's status many times (a condition's
+    lastUpdateTime, counts a pass never reads): the cache keeps the newest, and wakes no
+    pass for it. Before, each cost a whole pass."""
+    c, woken = cache()
+    c._put(deployment(10))
+    assert len(woken) == 1  # a new child wakes its Builder
+    c._put(deployment(11, conditions=_progressing(lastUpdateTime="2026-11-24T12:00:05Z")))
+    c._put(deployment(12, collisionCount=0, terminatingReplicas=0))
+    assert len(woken) == 1
+    assert c.children("ns", "b")[("Deployment", "b-0")]["metadata"]["resourceVersion"] == "12"
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"readyReplicas": 1},
+        {"availableReplicas": 1},
+        {"updatedReplicas": 0},
+        {"replicas": 2},
+        {"observedGeneration": 2},
+        {"unavailableReplicas": 0},
+        {"conditions": _progressing(reason="NewReplicaSetAvailable")},
+        {"conditions": _progressing(status="False", reason="ProgressDeadlineExceeded")},
+        {"conditions": [*_progressing(), {"type": "Available", "status": "True"}]},
+    ],
+)
+def test_a_deployment_status_update_that_changes_what_is_read_wakes_a_pass(
+    status: dict[str, Any],
+) -> None:
+    c, woken = cache()
+    c._put(deployment(10))
+    c._put(deployment(11, **status))
+    assert len(woken) == 2
+
+
+def test_a_change_of_spec_or_metadata_always_wakes_a_pass() -> None:
+    c, woken = cache()
+    c._put(deployment(10))
+    changed = deployment(11)
+    changed["spec"] = {"replicas": 0}
+    c._put(changed)
+    annotated = deployment(12)
+    annotated["spec"] = {"replicas": 0}
+    annotated["metadata"]["annotations"] = {"someone": "was here"}
+    c._put(annotated)
+    assert len(woken) == 3
+
+
+def test_a_budgets_count_of_healthy_pods_wakes_no_pass_but_a_pods_status_does() -> None:
+    """Nothing reads a PodDisruptionBudget's status; a pod's status is read for the causes
+    of a daemon that does not run."""
+    c, woken = cache()
+    budget = {
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "b", "namespace": "ns", "resourceVersion": "3", "labels": LABELS},
+        "spec": {"maxUnavailable": 1},
+        "status": {"currentHealthy": 1, "disruptionsAllowed": 0},
+    }
+    c._put(budget)
+    c._put({**budget, "metadata": {**budget["metadata"], "resourceVersion": "4"},
+            "status": {"currentHealthy": 2, "disruptionsAllowed": 1}})  # fmt: skip
+    assert len(woken) == 1
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "b-0-x", "namespace": "ns", "resourceVersion": "5", "labels": LABELS},
+        "status": {"phase": "Pending"},
+    }
+    c._put(pod)
+    c._put({**pod, "metadata": {**pod["metadata"], "resourceVersion": "6"},
+            "status": {"phase": "Running"}})  # fmt: skip
+    assert len(woken) == 3

@@ -64,6 +64,47 @@ def _slim(obj: dict[str, Any]) -> None:
         }
 
 
+# What a pass reads of a Deployment's status (reconcile/daemon_state.py, holds.py,
+# idle.py): the controller rewrites the rest (a condition's lastUpdateTime, the counts a
+# pass never compares) on every step of a rollout.
+_DEPLOYMENT_STATUS_READ = (
+    "observedGeneration",
+    "replicas",
+    "readyReplicas",
+    "updatedReplicas",
+    "availableReplicas",
+    "unavailableReplicas",
+)
+
+
+def _as_read(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` as a pass reads it: without its resource version, and of its status only
+    what the status or a decision depends on (a Deployment's counts and conditions, a
+    pod's whole status; nothing of the other kinds', a budget's counts for one)."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+    out = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+    out["metadata"] = meta
+    status = obj.get("status") or {}
+    if obj.get("kind") == "Deployment":
+        out["status"] = {
+            **{k: status.get(k) for k in _DEPLOYMENT_STATUS_READ},
+            "conditions": [
+                {k: v for k, v in c.items() if k != "lastUpdateTime"}
+                for c in status.get("conditions") or []
+            ],
+        }
+    elif obj.get("kind") in OBSERVED:
+        out["status"] = status
+    return out
+
+
+def worth_a_pass(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether a change from ``old`` to ``new`` (as cached) can change what a pass does or
+    reports: a Deployment status update that moves none of the fields read wakes nothing,
+    nor does a disruption budget's count of healthy pods."""
+    return old is None or _as_read(old) != _as_read(new)
+
+
 class ChildCache:
     """Every object of the children's kinds carrying our managed-by label, as the API
     server last reported it: one list-then-watch per kind (and per namespace, when the
@@ -161,6 +202,7 @@ class ChildCache:
             old = self._objects.get(key)
             if not newer(obj, old):
                 return False
+            notify = notify and worth_a_pass(old, obj)
             if old is not None:
                 self._unindex(key, old)
             if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
