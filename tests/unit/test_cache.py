@@ -4,6 +4,7 @@ watch and list against the real API server are exercised by every integration te
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -226,3 +227,76 @@ def test_a_budgets_count_of_healthy_pods_wakes_no_pass_but_a_pods_status_does() 
     c._put({**pod, "metadata": {**pod["metadata"], "resourceVersion": "6"},
             "status": {"phase": "Running"}})  # fmt: skip
     assert len(woken) == 3
+
+
+# --- what the cache keeps ---------------------------------------------------------------
+
+
+def test_the_cache_keeps_what_drift_and_status_read_and_drift_reads_the_same() -> None:
+    """Of the managed fields only the operator's apply entry is kept (as text), and of the
+    status only what a pass reads: drift finds the same stale field on the cached object
+    as on the object the API server sent."""
+    from buildkit_operator.api.names import FIELD_MANAGER
+    from buildkit_operator.reconcile.drift import stale_fields
+
+    ours = {"f:spec": {"f:replicas": {}, "f:paused": {}}, "f:metadata": {"f:labels": {".": {}}}}
+    sent = deployment(10, readyReplicas=1, collisionCount=3)
+    sent["metadata"]["managedFields"] = [
+        {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": ours},
+        {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+         "fieldsV1": {"f:status": {"f:replicas": {}}}},
+        {"manager": FIELD_MANAGER, "operation": "Update", "fieldsV1": {"f:x": {}}},
+    ]  # fmt: skip
+    c, _ = cache()
+    c._put(json.loads(json.dumps(sent)))
+    kept = c.children("ns", "b")[("Deployment", "b-0")]
+    (entry,) = kept["metadata"]["managedFields"]
+    assert entry["manager"] == FIELD_MANAGER and entry["operation"] == "Apply"
+    assert "collisionCount" not in kept["status"] and kept["status"]["readyReplicas"] == 1
+    assert all("lastUpdateTime" not in cond for cond in kept["status"]["conditions"])
+    want = {"metadata": {"labels": LABELS}, "spec": {"replicas": 1}}
+    assert stale_fields(want, kept, FIELD_MANAGER) == ["spec.paused"]
+    assert stale_fields(want, kept, FIELD_MANAGER) == stale_fields(want, sent, FIELD_MANAGER)
+
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "b", "namespace": "ns", "resourceVersion": "3", "labels": LABELS},
+        "spec": {"type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
+    }
+    c._put(service)
+    assert "status" not in c.children("ns", "b")[("Service", "b")]
+
+
+def test_a_pod_keeps_only_what_its_causes_are_read_from() -> None:
+    c, _ = cache()
+    waiting = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}
+    c._put(
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": "b-0-x", "namespace": "ns", "uid": "p", "resourceVersion": "5",
+                "labels": LABELS, "annotations": {"big": "x" * 1000},
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "b-0-5d9"}],
+            },
+            "status": {
+                "phase": "Running", "podIP": "10.0.0.1", "hostIP": "10.0.0.2",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [
+                    {"name": "buildkitd", "ready": False, "restartCount": 3, "state": waiting,
+                     "lastState": {}, "image": "moby/buildkit", "imageID": "sha256:x",
+                     "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]},
+                ],
+            },
+        }
+    )  # fmt: skip
+    (kept,) = c.pods("ns", "b")
+    assert set(kept["metadata"]) == {"name", "namespace", "uid", "resourceVersion", "labels"}
+    assert kept["status"] == {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [
+            {"name": "buildkitd", "ready": False, "restartCount": 3, "state": waiting,
+             "lastState": {}},
+        ],
+    }  # fmt: skip

@@ -13,8 +13,9 @@ from urllib.parse import urlencode
 
 from kubernetes.client.exceptions import ApiException
 
-from ..api.names import FIELD_MANAGER, LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY
+from ..api.names import LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY
 from .kinds import OBSERVED, WATCHED
+from .transform import slim, worth_a_pass
 
 if TYPE_CHECKING:
     from .client import Kube
@@ -44,65 +45,6 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any] | None) -> bo
         return int(new) > int(old)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return True
-
-
-def _slim(obj: dict[str, Any]) -> None:
-    """Keep of ``managedFields`` only the operator's own entries, the ones drift reads:
-    the controllers' entries (a Deployment's status) are most of a cached object's size.
-    Of a pod, only its metadata and status are kept: its spec is never read, and may hold
-    what is none of the operator's business (environment values)."""
-    meta = obj.get("metadata") or {}
-    if obj.get("kind") in OBSERVED:
-        obj.pop("spec", None)
-        obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-        return
-    entries = meta.get("managedFields")
-    if entries:
-        obj["metadata"] = {
-            **meta,
-            "managedFields": [e for e in entries if e.get("manager") == FIELD_MANAGER],
-        }
-
-
-# What a pass reads of a Deployment's status (reconcile/daemon_state.py, holds.py,
-# idle.py): the controller rewrites the rest (a condition's lastUpdateTime, the counts a
-# pass never compares) on every step of a rollout.
-_DEPLOYMENT_STATUS_READ = (
-    "observedGeneration",
-    "replicas",
-    "readyReplicas",
-    "updatedReplicas",
-    "availableReplicas",
-    "unavailableReplicas",
-)
-
-
-def _as_read(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """``obj`` as a pass reads it: without its resource version, and of its status only
-    what the status or a decision depends on (a Deployment's counts and conditions, a
-    pod's whole status; nothing of the other kinds', a budget's counts for one)."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
-    out = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
-    out["metadata"] = meta
-    status = obj.get("status") or {}
-    if obj.get("kind") == "Deployment":
-        out["status"] = {
-            **{k: status.get(k) for k in _DEPLOYMENT_STATUS_READ},
-            "conditions": [
-                {k: v for k, v in c.items() if k != "lastUpdateTime"}
-                for c in status.get("conditions") or []
-            ],
-        }
-    elif obj.get("kind") in OBSERVED:
-        out["status"] = status
-    return out
-
-
-def worth_a_pass(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """Whether a change from ``old`` to ``new`` (as cached) can change what a pass does or
-    reports: a Deployment status update that moves none of the fields read wakes nothing,
-    nor does a disruption budget's count of healthy pods."""
-    return old is None or _as_read(old) != _as_read(new)
 
 
 class ChildCache:
@@ -195,7 +137,7 @@ class ChildCache:
         return (obj["kind"], meta.get("namespace", ""), meta["name"])
 
     def _put(self, obj: dict[str, Any], notify: bool = True) -> bool:
-        _slim(obj)
+        slim(obj)
         key = self._key(obj)
         labels = obj["metadata"].get("labels") or {}
         with self._lock:

@@ -66,4 +66,3 @@ def render_builder(
         # or leaving adds or deletes these two objects and changes nothing that runs.
         objects += [daemons_service(builder), disruption_budget(builder)]
     return objects
-
