@@ -319,10 +319,19 @@ def operator_env(source: str | None) -> dict[str, str]:
 
 class Operator:
     def __init__(
-        self, kubeconfig: Path, log_path: Path, extra: list[str], source: str | None = None
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        extra: list[str],
+        source: str | None = None,
+        sample: str | None = None,
     ) -> None:
         self.kubeconfig, self.log_path, self.extra = kubeconfig, log_path, extra
         self.source = source
+        # Where bench/sample.py writes its profile, one file per start (-0: the creation
+        # and the rest; -1: the restart and the drift).
+        self.sample = sample
+        self.starts = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -332,6 +341,11 @@ class Operator:
             str(OPERATOR), "run", "--all-namespaces", "--metrics-port", str(self.port),
             *self.extra,
         ]  # fmt: skip
+        if self.sample:
+            out = f"{self.sample}-{self.starts}.json"
+            command = [str(OPERATOR.parent / "python"), str(REPO / "bench" / "sample.py"), out]
+            command += ["run", "--all-namespaces", "--metrics-port", str(self.port), *self.extra]
+        self.starts += 1
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
                 command,
@@ -533,7 +547,11 @@ class Bench:
         namespace = "bench"
         self.namespace(namespace)
         op = Operator(
-            kubeconfig, self.workdir / "operator.log", self.args.operator_args, self.args.source
+            kubeconfig,
+            self.workdir / "operator.log",
+            self.args.operator_args,
+            self.args.source,
+            self.args.sample,
         )
         try:
             op.start()
@@ -778,6 +796,11 @@ def main() -> int:
         action="store_true",
         help="keep the controller manager's default client rate (as the tests run it): the "
         "floors are then bound by it, not by the API server",
+    )
+    parser.add_argument(
+        "--sample",
+        help="run the operator under bench/sample.py, a sampling profiler of every thread; "
+        "its counts go to SAMPLE-0.json (creation) and SAMPLE-1.json (restart, drift)",
     )
     parser.add_argument("--label", default="", help="added to the JSON file's name")
     parser.add_argument(
