@@ -189,7 +189,19 @@ def apiserver_args(directory: Path, ports: Mapping[str, int], audit_log: Path) -
     ]
 
 
-def controller_manager_args(directory: Path, ports: Mapping[str, int]) -> list[str]:
+# kube-controller-manager's client rate when unthrottled (``LocalCluster(unthrottled=True)``,
+# the benchmark's floor): what kwokctl's --disable-qps-limits passes. kwok itself needs no
+# flag: its client has no rate limiter (pkg/utils/client sets an always-allowing one).
+UNTHROTTLED_QPS = 5000
+UNTHROTTLED_BURST = 10000
+
+
+def controller_manager_args(
+    directory: Path, ports: Mapping[str, int], *, unthrottled: bool = False
+) -> list[str]:
+    """The controller manager's flags. ``unthrottled`` lifts its client rate (20 requests
+    a second by default, bursts of 30), which otherwise bounds how fast Deployments of
+    hundreds of objects at once become available, whoever creates them."""
     pki = directory / "pki"
     kubeconfig = f"{directory}/config/kube-controller-manager.kubeconfig"
     return [
@@ -207,6 +219,11 @@ def controller_manager_args(directory: Path, ports: Mapping[str, int]) -> list[s
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--leader-elect=false",
         "--profiling=false",
+        *(
+            [f"--kube-api-qps={UNTHROTTLED_QPS}", f"--kube-api-burst={UNTHROTTLED_BURST}"]
+            if unthrottled
+            else []
+        ),
     ]
 
 

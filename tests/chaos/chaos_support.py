@@ -127,13 +127,17 @@ class Ledger:
 
 def expected_children(name: str, replicas: int) -> set[str]:
     """The contract's children of a Builder with a persistent cache and TLS auto: the
-    Service, the headless Service of the daemons' own names, the disruption budget, the
-    config, the certificates and a Deployment per daemon (claims are checked apart)."""
+    Service, the config, the certificates and a Deployment per daemon (claims are checked
+    apart), and with more than one daemon the headless Service of the daemons' own names
+    and the disruption budget."""
     names = ChildNames(name)
-    return {
+    several = (
+        {f"Service/{names.daemons_service}", f"PodDisruptionBudget/{names.disruption_budget}"}
+        if replicas > 1
+        else set()
+    )
+    return several | {
         f"Service/{names.service}",
-        f"Service/{names.daemons_service}",
-        f"PodDisruptionBudget/{names.disruption_budget}",
         f"ConfigMap/{names.config_map}",
         f"Secret/{names.ca_secret}",
         f"Secret/{names.server_secret}",

@@ -198,20 +198,21 @@ def _writes_to(write: str, kind: str, name: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("kind", "name"),
+    ("kind", "name", "replicas"),
     [
-        ("ConfigMap", "web-config"),
-        ("Service", "web"),
-        ("Secret", "web-ca"),
-        ("Secret", "web-server-tls"),
-        ("Secret", "web-client-tls"),
-        ("PersistentVolumeClaim", "web-cache-0"),
-        ("Deployment", "web-0"),
-        ("PodDisruptionBudget", "web"),
+        ("ConfigMap", "web-config", 1),
+        ("Service", "web", 1),
+        ("Secret", "web-ca", 1),
+        ("Secret", "web-server-tls", 1),
+        ("Secret", "web-client-tls", 1),
+        ("PersistentVolumeClaim", "web-cache-0", 1),
+        ("Deployment", "web-0", 1),
+        # A budget is a child only of a Builder with more than one daemon.
+        ("PodDisruptionBudget", "web", 2),
     ],
 )
 def test_someone_elses_object_of_a_childs_name_is_never_touched(
-    k: Kubectl, namespace: str, cluster: Any, kind: str, name: str
+    k: Kubectl, namespace: str, cluster: Any, kind: str, name: str, replicas: int
 ) -> None:
     k.apply(
         {
@@ -220,7 +221,7 @@ def test_someone_elses_object_of_a_childs_name_is_never_touched(
         }
     )
     before = get(k, kind, name, namespace)
-    k.apply(builder("web", namespace, cache={"size": "1Gi"}))
+    k.apply(builder("web", namespace, cache={"size": "1Gi"}, replicas=replicas))
 
     def conflict() -> dict[str, Any] | None:
         obj = get(k, "builder", "web", namespace)

@@ -4,7 +4,10 @@ watch and list against the real API server are exercised by every integration te
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import pytest
 
 from buildkit_operator.cluster.cache import ChildCache
 
@@ -109,3 +112,191 @@ def test_a_refused_watch_of_pods_leaves_the_children_fresh() -> None:
     c._heard[("Deployment", "")] = time.monotonic()
     assert c.fresh() and not c.fresh(pods=True)
     assert c.wait_synced(0.01)
+
+
+# --- which changes wake a pass ------------------------------------------------------------
+
+
+def deployment(version: int, **status: Any) -> dict[str, Any]:
+    """A Deployment as its controller reports it mid-rollout, ``status`` changed."""
+    return {
+        "kind": "Deployment",
+        "metadata": {
+            "name": "b-0",
+            "namespace": "ns",
+            "uid": "d",
+            "generation": 1,
+            "resourceVersion": str(version),
+            "labels": LABELS,
+        },
+        "spec": {"replicas": 1},
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "unavailableReplicas": 1,
+            "conditions": [
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "ReplicaSetUpdated",
+                    "message": 'ReplicaSet "b-0-5d9" is progressing.',
+                    "lastUpdateTime": "2026-11-24T12:00:00Z",
+                    "lastTransitionTime": "2026-11-24T12:00:00Z",
+                }
+            ],
+            **status,
+        },
+    }
+
+
+def _progressing(**changes: str) -> list[dict[str, str]]:
+    (cond,) = deployment(0)["status"]["conditions"]
+    return [{**cond, **changes}]
+
+
+def test_a_deployment_status_update_that_changes_nothing_read_wakes_no_pass() -> None:
+    """The controller rewrites a rolling Deployment's status many times (a condition's
+    lastUpdateTime, counts a pass never reads): the cache keeps the newest, and wakes no
+    pass for it. Before, each cost a whole pass."""
+    c, woken = cache()
+    c._put(deployment(10))
+    assert len(woken) == 1  # a new child wakes its Builder
+    c._put(deployment(11, conditions=_progressing(lastUpdateTime="2026-11-24T12:00:05Z")))
+    c._put(deployment(12, collisionCount=0, terminatingReplicas=0))
+    assert len(woken) == 1
+    assert c.children("ns", "b")[("Deployment", "b-0")]["metadata"]["resourceVersion"] == "12"
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"readyReplicas": 1},
+        {"availableReplicas": 1},
+        {"updatedReplicas": 0},
+        {"replicas": 2},
+        {"observedGeneration": 2},
+        {"unavailableReplicas": 0},
+        {"conditions": _progressing(reason="NewReplicaSetAvailable")},
+        {"conditions": _progressing(status="False", reason="ProgressDeadlineExceeded")},
+        {"conditions": [*_progressing(), {"type": "Available", "status": "True"}]},
+    ],
+)
+def test_a_deployment_status_update_that_changes_what_is_read_wakes_a_pass(
+    status: dict[str, Any],
+) -> None:
+    c, woken = cache()
+    c._put(deployment(10))
+    c._put(deployment(11, **status))
+    assert len(woken) == 2
+
+
+def test_a_change_of_spec_or_metadata_always_wakes_a_pass() -> None:
+    c, woken = cache()
+    c._put(deployment(10))
+    changed = deployment(11)
+    changed["spec"] = {"replicas": 0}
+    c._put(changed)
+    annotated = deployment(12)
+    annotated["spec"] = {"replicas": 0}
+    annotated["metadata"]["annotations"] = {"someone": "was here"}
+    c._put(annotated)
+    assert len(woken) == 3
+
+
+def test_a_budgets_count_of_healthy_pods_wakes_no_pass_but_a_pods_status_does() -> None:
+    """Nothing reads a PodDisruptionBudget's status; a pod's status is read for the causes
+    of a daemon that does not run."""
+    c, woken = cache()
+    budget = {
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "b", "namespace": "ns", "resourceVersion": "3", "labels": LABELS},
+        "spec": {"maxUnavailable": 1},
+        "status": {"currentHealthy": 1, "disruptionsAllowed": 0},
+    }
+    c._put(budget)
+    c._put({**budget, "metadata": {**budget["metadata"], "resourceVersion": "4"},
+            "status": {"currentHealthy": 2, "disruptionsAllowed": 1}})  # fmt: skip
+    assert len(woken) == 1
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "b-0-x", "namespace": "ns", "resourceVersion": "5", "labels": LABELS},
+        "status": {"phase": "Pending"},
+    }
+    c._put(pod)
+    c._put({**pod, "metadata": {**pod["metadata"], "resourceVersion": "6"},
+            "status": {"phase": "Running"}})  # fmt: skip
+    assert len(woken) == 3
+
+
+# --- what the cache keeps ---------------------------------------------------------------
+
+
+def test_the_cache_keeps_what_drift_and_status_read_and_drift_reads_the_same() -> None:
+    """Of the managed fields only the operator's apply entry is kept (as text), and of the
+    status only what a pass reads: drift finds the same stale field on the cached object
+    as on the object the API server sent."""
+    from buildkit_operator.api.names import FIELD_MANAGER
+    from buildkit_operator.reconcile.drift import stale_fields
+
+    ours = {"f:spec": {"f:replicas": {}, "f:paused": {}}, "f:metadata": {"f:labels": {".": {}}}}
+    sent = deployment(10, readyReplicas=1, collisionCount=3)
+    sent["metadata"]["managedFields"] = [
+        {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": ours},
+        {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+         "fieldsV1": {"f:status": {"f:replicas": {}}}},
+        {"manager": FIELD_MANAGER, "operation": "Update", "fieldsV1": {"f:x": {}}},
+    ]  # fmt: skip
+    c, _ = cache()
+    c._put(json.loads(json.dumps(sent)))
+    kept = c.children("ns", "b")[("Deployment", "b-0")]
+    (entry,) = kept["metadata"]["managedFields"]
+    assert entry["manager"] == FIELD_MANAGER and entry["operation"] == "Apply"
+    assert "collisionCount" not in kept["status"] and kept["status"]["readyReplicas"] == 1
+    assert all("lastUpdateTime" not in cond for cond in kept["status"]["conditions"])
+    want = {"metadata": {"labels": LABELS}, "spec": {"replicas": 1}}
+    assert stale_fields(want, kept, FIELD_MANAGER) == ["spec.paused"]
+    assert stale_fields(want, kept, FIELD_MANAGER) == stale_fields(want, sent, FIELD_MANAGER)
+
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "b", "namespace": "ns", "resourceVersion": "3", "labels": LABELS},
+        "spec": {"type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
+    }
+    c._put(service)
+    assert "status" not in c.children("ns", "b")[("Service", "b")]
+
+
+def test_a_pod_keeps_only_what_its_causes_are_read_from() -> None:
+    c, _ = cache()
+    waiting = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}
+    c._put(
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": "b-0-x", "namespace": "ns", "uid": "p", "resourceVersion": "5",
+                "labels": LABELS, "annotations": {"big": "x" * 1000},
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "b-0-5d9"}],
+            },
+            "status": {
+                "phase": "Running", "podIP": "10.0.0.1", "hostIP": "10.0.0.2",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [
+                    {"name": "buildkitd", "ready": False, "restartCount": 3, "state": waiting,
+                     "lastState": {}, "image": "moby/buildkit", "imageID": "sha256:x",
+                     "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]},
+                ],
+            },
+        }
+    )  # fmt: skip
+    (kept,) = c.pods("ns", "b")
+    assert set(kept["metadata"]) == {"name", "namespace", "uid", "resourceVersion", "labels"}
+    assert kept["status"] == {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [
+            {"name": "buildkitd", "ready": False, "restartCount": 3, "state": waiting,
+             "lastState": {}},
+        ],
+    }  # fmt: skip

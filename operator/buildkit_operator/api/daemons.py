@@ -71,6 +71,24 @@ def with_counts(builder: Builder, counts: Mapping[str | None, int]) -> Builder:
     return builder.model_copy(update={"spec": spec})
 
 
+def has_many_daemons(every: list[Daemon]) -> bool:
+    """Whether a Builder's daemons (``daemons(builder)``: ``replicas``, or every pool's
+    summed) are more than one: only then does it have a headless Service giving each
+    daemon a name of its own, and a PodDisruptionBudget. Daemons asleep (idleTimeout)
+    count: their Deployments and names are kept."""
+    return len(every) > 1
+
+
+def daemon_address(builder: Builder, daemon: Daemon, every: list[Daemon]) -> str:
+    """Where a client reaches one daemon: its own name under the headless Service, or,
+    for a Builder's only daemon (no headless Service), the Builder's Service, which has
+    that daemon alone behind it."""
+    names = ChildNames(builder.name)
+    if not has_many_daemons(every):
+        return names.endpoint(builder.namespace)
+    return f"tcp://{names.daemon_host(daemon.id, builder.namespace)}:1234"
+
+
 def daemon_names(builder: Builder) -> list[str]:
     names = ChildNames(builder.name)
     return [names.daemon(d.id) for d in daemons(builder)]

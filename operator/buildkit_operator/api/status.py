@@ -53,7 +53,7 @@ class DaemonStatus(CamelModel):
     name: str = Field(description="The daemon's Deployment, also its pod's hostname.")
     address: str = Field(
         description="tcp://<daemon>.<headless service>.<namespace>.svc:1234, covered by the "
-        "server certificate."
+        "server certificate; a Builder's only daemon is reached at its endpoint (the Service)."
     )
     platform: str | None = Field(None, description="Its pool's platform (pools only).")
     ready: bool = Field(description="Serving builds with the current spec.")

@@ -13,8 +13,9 @@ from urllib.parse import urlencode
 
 from kubernetes.client.exceptions import ApiException
 
-from ..api.names import FIELD_MANAGER, LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY
+from ..api.names import LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY
 from .kinds import OBSERVED, WATCHED
+from .transform import slim, worth_a_pass
 
 if TYPE_CHECKING:
     from .client import Kube
@@ -44,24 +45,6 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any] | None) -> bo
         return int(new) > int(old)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return True
-
-
-def _slim(obj: dict[str, Any]) -> None:
-    """Keep of ``managedFields`` only the operator's own entries, the ones drift reads:
-    the controllers' entries (a Deployment's status) are most of a cached object's size.
-    Of a pod, only its metadata and status are kept: its spec is never read, and may hold
-    what is none of the operator's business (environment values)."""
-    meta = obj.get("metadata") or {}
-    if obj.get("kind") in OBSERVED:
-        obj.pop("spec", None)
-        obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-        return
-    entries = meta.get("managedFields")
-    if entries:
-        obj["metadata"] = {
-            **meta,
-            "managedFields": [e for e in entries if e.get("manager") == FIELD_MANAGER],
-        }
 
 
 class ChildCache:
@@ -154,13 +137,14 @@ class ChildCache:
         return (obj["kind"], meta.get("namespace", ""), meta["name"])
 
     def _put(self, obj: dict[str, Any], notify: bool = True) -> bool:
-        _slim(obj)
+        slim(obj)
         key = self._key(obj)
         labels = obj["metadata"].get("labels") or {}
         with self._lock:
             old = self._objects.get(key)
             if not newer(obj, old):
                 return False
+            notify = notify and worth_a_pass(old, obj)
             if old is not None:
                 self._unindex(key, old)
             if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:

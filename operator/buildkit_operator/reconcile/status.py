@@ -19,6 +19,7 @@ from ..api import (
     PoolStatus,
     WaitingDaemon,
 )
+from ..api.daemons import daemon_address
 from ..api.names import ChildNames
 from . import admitted
 from .daemon_state import DaemonState
@@ -225,6 +226,7 @@ def compute_status(
             message if stalled else "nothing needs a person",
         ),
     ]
+    every = [d.slot for d in daemons if d.slot is not None]
     status = BuilderStatus(
         phase=phase,
         message=message,
@@ -242,7 +244,7 @@ def compute_status(
         daemons=[
             DaemonStatus(
                 name=d.name,
-                address=f"tcp://{names.daemon_host(d.slot.id, builder.namespace)}:1234",
+                address=daemon_address(builder, d.slot, every),
                 platform=d.slot.platform,
                 ready=d.ready,
                 idle=d.idle,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api import Builder
-from ..api.daemons import daemons
+from ..api.daemons import daemons, has_many_daemons
 from ..pki import TLSBundle
 from .config import buildkitd_toml, config_hash
 from .disruption import disruption_budget
@@ -46,6 +46,7 @@ def render_builder(
     elif mode == "secret":
         pod_tls_hash = external_tls_hash
     objects += cache_claims(builder)
+    every_daemon = daemons(builder)
     objects += [
         deployment(
             builder,
@@ -54,8 +55,14 @@ def render_builder(
             tls_hash=pod_tls_hash,
             idle_since=(asleep or {}).get(daemon.id),
         )
-        for daemon in daemons(builder)
+        for daemon in every_daemon
     ]
-    objects += [service(builder), daemons_service(builder), *pool_services(builder)]
-    objects.append(disruption_budget(builder))
+    objects += [service(builder), *pool_services(builder)]
+    if has_many_daemons(every_daemon):
+        # Only with a second daemon do they have an effect: a headless Service for one
+        # daemon repeats the Service, and a budget of one unavailable over one daemon lets
+        # every eviction through. The pods name the headless Service as their subdomain
+        # and the certificate covers its names from the start, so a second daemon arriving
+        # or leaving adds or deletes these two objects and changes nothing that runs.
+        objects += [daemons_service(builder), disruption_budget(builder)]
     return objects
