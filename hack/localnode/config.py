@@ -22,6 +22,13 @@ POD_SUBNET = "10.89.0.0/24"
 APISERVER_PORT = 6443  # the forwarder's port inside the node's network namespace
 KUBELET_PORT = 10250
 LOCAL_STORAGE_CLASS = "node-local"
+# The cluster's registry (hack/images/registry.Dockerfile): a Service with this fixed
+# ClusterIP (in the lower, statically assigned part of the Service range 10.96.0.0/16, as
+# kube-dns' 10.96.0.10 is), plain HTTP. The node's containerd pulls from it over HTTP
+# (certs.d below); Builders push to it with `buildkitd.insecureRegistries: [REGISTRY]`.
+REGISTRY_IP = "10.96.0.20"
+REGISTRY_PORT = 5000
+REGISTRY = f"{REGISTRY_IP}:{REGISTRY_PORT}"
 LOCAL_VOLUMES = 8
 
 # What kubelet would write (pkg/kubelet/cm/container_manager_linux.go setupKernelTunables):
@@ -107,6 +114,14 @@ def write_node_config(
             indent=2,
         )
     )
+    # containerd reads a registry's hosts.toml at each pull: the cluster's registry speaks
+    # plain HTTP (no certificate to distribute), every other host keeps containerd's defaults.
+    hosts = config / "certs.d" / REGISTRY
+    hosts.mkdir(parents=True, exist_ok=True)
+    (hosts / "hosts.toml").write_text(
+        f'server = "http://{REGISTRY}"\n\n'
+        f'[host."http://{REGISTRY}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
     runc = binaries["runc"]
     restrict_oom = not has_capability(CAP_SYS_RESOURCE)
     (config / "containerd.toml").write_text(
@@ -125,6 +140,8 @@ state = "{d}/containerd/state"
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{config}/certs.d"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "{node_images.PAUSE_IMAGE}"
 
