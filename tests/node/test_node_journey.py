@@ -1,0 +1,176 @@
+"""The developer's journey on the real node, each step as a user takes it from their machine:
+
+1. ``buildkit-operator connect NAME --port-forward`` (outside the cluster's network);
+2. ``buildctl build`` of a two-stage Dockerfile, ``--output type=image,...,push=true`` to the
+   cluster's registry (the distribution registry, a Deployment on the node), exporting its
+   cache to that registry;
+3. a Deployment runs the pushed image, pulled by the node's containerd, and answers;
+4. the same build again: every step CACHED;
+5. the other daemon of the ``replicas: 2`` Builder, its own cache empty, given
+   ``--import-cache`` of what the first exported: every step CACHED too.
+
+Each step's time is printed among the figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from buildkit_e2e import (
+    OPERATOR_CLI,
+    Buildctl,
+    BuildResult,
+    ClientCerts,
+    free_port,
+    parse_workers_verbose,
+)
+from node_helpers import pods_of, ready_builder, report
+from node_registry import (
+    APP_PORT,
+    AppBuild,
+    app_build_inputs,
+    deployment,
+    forwarding,
+    image_ref,
+    run_deployment,
+    start_registry,
+)
+from operator_process import OperatorProcess
+
+from buildkit_operator.api.names import ChildNames
+from localcluster.api import Api
+from localnode.config import NODE_LABEL, REGISTRY
+from localnode.node import LocalNode
+
+# BuildKit's worker label naming the daemon's host (the pod's hostname).
+HOSTNAME_LABEL = "org.mobyproject.buildkit.worker.hostname"
+BUILDER = "journey"
+
+
+@pytest.fixture(scope="module")
+def registry(node: LocalNode, api: Api, node_namespace: str) -> Iterator[str]:
+    start_registry(api, node, node_namespace)
+    yield REGISTRY
+
+
+def _build(
+    client: Buildctl, inputs: AppBuild, image: str, tmp: Path, *cache: str
+) -> tuple[BuildResult, str]:
+    """The build a user types, pushing ``image``; its result and the pushed digest (from
+    buildctl's ``--metadata-file``)."""
+    metadata = tmp / f"metadata-{secrets.token_hex(3)}.json"
+    result = client.build(
+        inputs.context,
+        f"type=image,name={image},push=true",
+        opts=inputs.opts,
+        locals_=inputs.locals_,
+        extra=["--metadata-file", str(metadata), *cache],
+    )
+    digest: str = json.loads(metadata.read_text())["containerimage.digest"]
+    return result, digest
+
+
+def _cached(result: BuildResult) -> dict[str, bool]:
+    steps = result.steps()
+    assert steps, result.output[-3000:]
+    return steps
+
+
+def test_build_push_run_and_cache(
+    node: LocalNode,
+    api: Api,
+    node_operator: OperatorProcess,
+    node_namespace: str,
+    registry: str,
+    buildctl_bin: Path,
+    tmp_path: Path,
+) -> None:
+    assert node.cluster is not None
+    kubectl = node.cluster.kubectl()
+    ns = node_namespace
+    spec = {
+        "replicas": 2,
+        "nodeSelector": {NODE_LABEL: "true"},
+        "buildkitd": {"insecureRegistries": [registry]},
+    }
+    seconds = ready_builder(api, node, ns, BUILDER, spec)
+    report(f"journey: Builder {BUILDER} (replicas 2, insecureRegistries [{registry}]) "
+           f"Ready in {seconds:.0f}s")  # fmt: skip
+    inputs = app_build_inputs(tmp_path / "app", f"hello from the journey {secrets.token_hex(4)}")
+    image = image_ref("app", "1")
+    cache = image_ref("app", "buildcache")
+    certs = tmp_path / "certs"
+
+    # 1. connect --port-forward, as a user runs it (kubectl on PATH).
+    port = free_port()
+    env = {**os.environ, "PATH": f"{kubectl.binary.parent}:{os.environ['PATH']}"}
+    connect = [str(OPERATOR_CLI), "connect", BUILDER, "-n", ns, "--port-forward",
+               "--local-port", str(port), "--output-dir", str(certs),
+               "--kubeconfig", str(node.cluster.kubeconfig)]  # fmt: skip
+    began = time.monotonic()
+    with forwarding(connect, port, env) as proc:
+        forwarded = time.monotonic() - began
+        assert proc.stdout is not None
+        printed = proc.stdout.readline().strip()
+        assert printed.startswith("buildctl ") and f"tcp://127.0.0.1:{port}" in printed, printed
+        report(f"journey 1: `connect {BUILDER} --port-forward` forwarding in {forwarded:.1f}s")
+        tls = ClientCerts(ca=certs / "ca.pem", cert=certs / "cert.pem", key=certs / "key.pem")
+        client = Buildctl(buildctl_bin, f"tcp://127.0.0.1:{port}", tls, "localhost")
+        workers = parse_workers_verbose(client.run("debug", "workers", "-v").stdout)
+        first = workers[0].labels[HOSTNAME_LABEL]
+
+        # 2. The cold build, pushed to the registry, its cache exported there too.
+        export = f"--export-cache=type=registry,ref={cache},mode=max"
+        cold, digest = _build(client, inputs, image, tmp_path, export)
+        assert not any(_cached(cold).values()), cold.steps()
+        report(f"journey 2: cold build pushed {image}@{digest[:19]}… in {cold.seconds:.1f}s")
+
+        # 3. The image runs on the node: containerd pulls it from the registry.
+        seconds = run_deployment(
+            api, node, ns, [deployment("app", image, APP_PORT, "/index.html")], "app"
+        )
+        selector = "labelSelector=app.kubernetes.io/name=app"
+        (pod,) = api.get(f"/api/v1/namespaces/{ns}/pods?{selector}")["items"]
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["imageID"] == f"{REGISTRY}/app@{digest}", status
+        assert pod["spec"]["nodeName"] == node.name
+        # What it serves, read as a user can from outside: the API server's pod proxy.
+        proxy = f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}:{APP_PORT}/proxy"
+        assert kubectl("get", "--raw", f"{proxy}/index.html") == inputs.greeting
+        served = kubectl("get", "--raw", f"{proxy}/server.sha256")
+        assert served.split()[0] == inputs.server_sha256, served
+        report(f"journey 3: Deployment of {image} pulled and answering in {seconds:.1f}s")
+
+        # 4. The same build again through the same forward: every step from the cache.
+        warm, _ = _build(client, inputs, image, tmp_path)
+        assert all(_cached(warm).values()), warm.steps()
+        report(f"journey 4: the same build again, all {len(warm.steps())} steps CACHED, "
+               f"in {warm.seconds:.1f}s")  # fmt: skip
+
+    # 5. The other daemon: nothing in its cache, then everything from the registry's.
+    # The daemon's host name is its daemon name (``<builder>-<index>``, the pods' hostname).
+    daemons = [ChildNames(BUILDER).daemon(index) for index in (0, 1)]
+    assert first in daemons, (first, daemons)
+    index = 1 - daemons.index(first)
+    other = daemons[index]
+    (other_pod,) = [p["metadata"]["name"] for p in pods_of(api, ns, BUILDER, index)]
+    port = free_port()
+    forward = [str(kubectl.binary), "--kubeconfig", str(node.cluster.kubeconfig),
+               "port-forward", "-n", ns, f"pod/{other_pod}", f"{port}:1234"]  # fmt: skip
+    with forwarding(forward, port):
+        client = Buildctl(buildctl_bin, f"tcp://127.0.0.1:{port}", tls, "localhost")
+        workers = parse_workers_verbose(client.run("debug", "workers", "-v").stdout)
+        assert workers[0].labels[HOSTNAME_LABEL] == other
+        records = client.run("du", "--format", "{{json .}}").stdout
+        assert not json.loads(records), records
+        imported, _ = _build(
+            client, inputs, image, tmp_path, f"--import-cache=type=registry,ref={cache}"
+        )
+    assert all(_cached(imported).values()), imported.steps()
+    report(f"journey 5: the other daemon with --import-cache, all {len(imported.steps())} "
+           f"steps CACHED, in {imported.seconds:.1f}s")  # fmt: skip
