@@ -14,6 +14,8 @@ hack/node.py imports into the node's containerd:
   a Debian bookworm + Python 3.11 base made the same way (hack/images/python.Dockerfile).
 - ``buildkit-operator.local/registry:<version>``: the distribution registry of the pinned
   hack/tools/registry module (hack/images/registry.Dockerfile), the cluster's own registry.
+- ``buildkit-operator.local/coredns:<version>``: CoreDNS of the pinned hack/tools/coredns
+  module (hack/images/coredns.Dockerfile), the cluster's DNS.
 
 Each tarball is cached under $BKO_CACHE_DIR/images/ by a key over everything that goes into
 it (recipes, package lists, binaries, sources), so a warm run builds nothing.
@@ -59,7 +61,9 @@ OPERATOR_IMAGE = "docker.io/library/buildkit-operator:0.1.0"
 PYTHON_BASE = "buildkit-operator.local/python:3.11-bookworm"
 REGISTRY_VERSION = "v3.1.2"  # hack/tools/registry/build.env
 REGISTRY_IMAGE = f"buildkit-operator.local/registry:{REGISTRY_VERSION}"
-ALL_IMAGES = ("pause", "buildkit", "buildkit-rootless", "operator", "registry")
+COREDNS_VERSION = "v1.15.0"  # hack/tools/coredns/build.env
+COREDNS_IMAGE = f"buildkit-operator.local/coredns:{COREDNS_VERSION}"
+ALL_IMAGES = ("pause", "buildkit", "buildkit-rootless", "operator", "registry", "coredns")
 
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -469,19 +473,23 @@ def recipes(buildkit_bin: Path, cache: Path, only: Sequence[str] = ()) -> list[R
                 digest=sources,
             )
         )
-    if "registry" in wanted:
-        dockerfile = IMAGES_DIR / "registry.Dockerfile"
-        binary = tool_bin("registry") / "registry"
-        config = IMAGES_DIR / "registry-config.yml"
-        out.append(
-            Recipe(
-                key="registry",
-                name=REGISTRY_IMAGE,
-                dockerfile=dockerfile,
-                context_files={"registry": binary, "registry-config.yml": config},
-                digest=_digest(dockerfile, config, binary),
+    # Static Go programs of hack/tools with their configuration file, on scratch.
+    for key, name, config in (
+        ("registry", REGISTRY_IMAGE, "registry-config.yml"),
+        ("coredns", COREDNS_IMAGE, "Corefile"),
+    ):
+        if key in wanted:
+            dockerfile = IMAGES_DIR / f"{key}.Dockerfile"
+            binary = tool_bin(key) / key
+            out.append(
+                Recipe(
+                    key=key,
+                    name=name,
+                    dockerfile=dockerfile,
+                    context_files={key: binary, config: IMAGES_DIR / config},
+                    digest=_digest(dockerfile, IMAGES_DIR / config, binary),
+                )
             )
-        )
     return out
 
 

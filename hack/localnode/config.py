@@ -30,6 +30,9 @@ REGISTRY_IP = "10.96.0.20"
 REGISTRY_PORT = 5000
 REGISTRY = f"{REGISTRY_IP}:{REGISTRY_PORT}"
 LOCAL_VOLUMES = 8
+# The cluster DNS (hack/localnode/dns.py): the Service kube-dns at the ClusterIP kubeadm gives
+# it in this Service range, the kubelet's clusterDNS.
+CLUSTER_DNS_IP = "10.96.0.10"
 
 # What kubelet would write (pkg/kubelet/cm/container_manager_linux.go setupKernelTunables):
 # shown to it, in the node's mount namespace, instead of the host's values.
@@ -164,7 +167,8 @@ state = "{d}/containerd/state"
     conf_dir = "{d}/cni/net.d"
 """
     )
-    (config / "resolv.conf").write_text("# the real node has no DNS server\n")
+    # What pods of dnsPolicy Default (CoreDNS itself) get: no upstream server is reachable.
+    (config / "resolv.conf").write_text("# the real node has no upstream DNS server\n")
     kubelet = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -193,6 +197,7 @@ state = "{d}/containerd/state"
         "containerRuntimeEndpoint": f"unix://{containerd_socket}",
         "resolvConf": str(config / "resolv.conf"),
         "clusterDomain": "cluster.local",
+        "clusterDNS": [CLUSTER_DNS_IP],
         "podLogsDir": str(d / "logs" / "pods"),
         "volumePluginDir": str(d / "kubelet" / "volume-plugins"),
         "hairpinMode": "hairpin-veth",

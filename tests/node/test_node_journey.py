@@ -9,16 +9,20 @@
 5. the other daemon of the ``replicas: 2`` Builder, its own cache empty, given
    ``--import-cache`` of what the first exported: every step CACHED too.
 
-Each step's time is printed among the figures."""
+Each step's time is printed among the figures. And the cluster DNS: inside the cluster, the
+names `connect` prints resolve."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import shlex
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from buildkit_e2e import (
@@ -34,16 +38,18 @@ from node_registry import (
     APP_PORT,
     AppBuild,
     app_build_inputs,
+    available,
     deployment,
     forwarding,
     image_ref,
+    pods_describe,
     run_deployment,
     start_registry,
 )
 from operator_process import OperatorProcess
 
 from buildkit_operator.api.names import ChildNames
-from localcluster.api import Api
+from localcluster.api import Api, wait_for
 from localnode.config import NODE_LABEL, REGISTRY
 from localnode.node import LocalNode
 
@@ -56,6 +62,22 @@ BUILDER = "journey"
 def registry(node: LocalNode, api: Api, node_namespace: str) -> Iterator[str]:
     start_registry(api, node, node_namespace)
     yield REGISTRY
+
+
+@pytest.fixture(scope="module")
+def journey_builder(
+    node: LocalNode, api: Api, node_operator: OperatorProcess, node_namespace: str, registry: str
+) -> str:
+    """Two daemons on the real node that may push to the cluster's (plain HTTP) registry."""
+    spec = {
+        "replicas": 2,
+        "nodeSelector": {NODE_LABEL: "true"},
+        "buildkitd": {"insecureRegistries": [registry]},
+    }
+    seconds = ready_builder(api, node, node_namespace, BUILDER, spec)
+    report(f"journey: Builder {BUILDER} (replicas 2, insecureRegistries [{registry}]) "
+           f"Ready in {seconds:.0f}s")  # fmt: skip
+    return BUILDER
 
 
 def _build(
@@ -84,23 +106,14 @@ def _cached(result: BuildResult) -> dict[str, bool]:
 def test_build_push_run_and_cache(
     node: LocalNode,
     api: Api,
-    node_operator: OperatorProcess,
     node_namespace: str,
-    registry: str,
+    journey_builder: str,
     buildctl_bin: Path,
     tmp_path: Path,
 ) -> None:
     assert node.cluster is not None
     kubectl = node.cluster.kubectl()
     ns = node_namespace
-    spec = {
-        "replicas": 2,
-        "nodeSelector": {NODE_LABEL: "true"},
-        "buildkitd": {"insecureRegistries": [registry]},
-    }
-    seconds = ready_builder(api, node, ns, BUILDER, spec)
-    report(f"journey: Builder {BUILDER} (replicas 2, insecureRegistries [{registry}]) "
-           f"Ready in {seconds:.0f}s")  # fmt: skip
     inputs = app_build_inputs(tmp_path / "app", f"hello from the journey {secrets.token_hex(4)}")
     image = image_ref("app", "1")
     cache = image_ref("app", "buildcache")
@@ -118,7 +131,8 @@ def test_build_push_run_and_cache(
         assert proc.stdout is not None
         printed = proc.stdout.readline().strip()
         assert printed.startswith("buildctl ") and f"tcp://127.0.0.1:{port}" in printed, printed
-        report(f"journey 1: `connect {BUILDER} --port-forward` forwarding in {forwarded:.1f}s")
+        report(f"journey 1: `connect {BUILDER} --port-forward` forwarding in {forwarded:.1f}s; "
+               f"it printed: {printed}")  # fmt: skip
         tls = ClientCerts(ca=certs / "ca.pem", cert=certs / "cert.pem", key=certs / "key.pem")
         client = Buildctl(buildctl_bin, f"tcp://127.0.0.1:{port}", tls, "localhost")
         workers = parse_workers_verbose(client.run("debug", "workers", "-v").stdout)
@@ -174,3 +188,46 @@ def test_build_push_run_and_cache(
     assert all(_cached(imported).values()), imported.steps()
     report(f"journey 5: the other daemon with --import-cache, all {len(imported.steps())} "
            f"steps CACHED, in {imported.seconds:.1f}s")  # fmt: skip
+
+
+def test_cluster_dns_resolves_the_names_connect_prints(
+    node: LocalNode, api: Api, node_namespace: str, journey_builder: str, tmp_path: Path
+) -> None:
+    """Inside the cluster the address `connect` prints, and each daemon's own name, resolve
+    (CoreDNS behind the kubelet's clusterDNS) to the Service and the pods, as on a real
+    cluster; and the kubelet no longer falls back to the node's resolv.conf."""
+    assert node.cluster is not None
+    kubectl = node.cluster.kubectl()
+    ns, names = node_namespace, ChildNames(journey_builder)
+    began = time.monotonic()
+    wait_for(
+        lambda: available(api, "kube-system", "coredns"),
+        "Deployment kube-system/coredns available",
+        180,
+        interval=1,
+        on_timeout=lambda: pods_describe(api, "kube-system", node),
+    )
+    report(f"cluster DNS: CoreDNS available {time.monotonic() - began:.1f}s into this test")
+    printed = subprocess.run(
+        [str(OPERATOR_CLI), "connect", journey_builder, "-n", ns,
+         "--output-dir", str(tmp_path / "certs"), "--kubeconfig", str(node.cluster.kubeconfig)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    line = shlex.split(next(x for x in printed.splitlines() if x.startswith("buildctl ")))
+    host = urlsplit(line[line.index("--addr") + 1]).hostname
+    assert host == f"{names.service}.{ns}.svc", line
+    service_ip = api.get(f"/api/v1/namespaces/{ns}/services/{names.service}")["spec"]["clusterIP"]
+    pods = {index: pods_of(api, ns, journey_builder, index)[0] for index in (0, 1)}
+    inside = pods[0]["metadata"]["name"]
+
+    def resolve(name: str) -> str:
+        out = kubectl("exec", "-n", ns, inside, "-c", "buildkitd", "--", "getent", "hosts", name)
+        return out.split()[0]
+
+    assert resolve(host) == service_ip
+    for index, pod in pods.items():
+        assert resolve(names.daemon_host(index, ns)) == pod["status"]["podIP"]
+    fallbacks = api.get(f"/api/v1/namespaces/{ns}/events?fieldSelector=reason=MissingClusterDNS")
+    assert not fallbacks["items"], [e["message"] for e in fallbacks["items"]]
