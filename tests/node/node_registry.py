@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -34,9 +35,10 @@ def _labels(name: str) -> dict[str, str]:
 
 
 def deployment(
-    name: str, image: str, port: int, probe: str, volumes: bool = False
+    name: str, image: str, port: int, probe: str, data_dir: str | None = None
 ) -> dict[str, Any]:
-    """One replica on the real node, Ready when ``probe`` answers over HTTP on ``port``."""
+    """One replica on the real node, Ready when ``probe`` answers over HTTP on ``port``;
+    with ``data_dir``, an emptyDir mounted there."""
     container: dict[str, Any] = {
         "name": name,
         "image": image,
@@ -44,8 +46,8 @@ def deployment(
         "readinessProbe": {"httpGet": {"path": probe, "port": port}, "periodSeconds": 1},
     }
     spec: dict[str, Any] = {"nodeSelector": ON_NODE, "containers": [container]}
-    if volumes:
-        container["volumeMounts"] = [{"name": "data", "mountPath": "/var/lib/registry"}]
+    if data_dir:
+        container["volumeMounts"] = [{"name": "data", "mountPath": data_dir}]
         spec["volumes"] = [{"name": "data", "emptyDir": {}}]
     return {
         "apiVersion": "apps/v1",
@@ -118,7 +120,7 @@ def start_registry(api: Api, node: LocalNode, namespace: str) -> None:
         node,
         namespace,
         [
-            deployment("registry", REGISTRY_IMAGE, REGISTRY_PORT, "/v2/", volumes=True),
+            deployment("registry", REGISTRY_IMAGE, REGISTRY_PORT, "/v2/", "/var/lib/registry"),
             service("registry", REGISTRY_PORT, REGISTRY_IP),
         ],
         "registry",
@@ -238,5 +240,5 @@ def forwarding(
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         yield proc
     finally:
-        os.killpg(proc.pid, 15)
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
