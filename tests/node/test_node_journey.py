@@ -5,7 +5,8 @@
    cluster's registry (the distribution registry, a Deployment on the node), exporting its
    cache to that registry;
 3. a Deployment runs the pushed image, pulled by the node's containerd, and answers;
-4. the same build again: every step CACHED;
+4. the same build again: every step CACHED, with buildctl and with ``docker buildx build``
+   through the remote driver ``connect`` printed;
 5. the other daemon of the ``replicas: 2`` Builder, its own cache empty, given
    ``--import-cache`` of what the first exported: every step CACHED too.
 
@@ -20,7 +21,7 @@ import secrets
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -97,10 +98,28 @@ def _build(
     return result, digest
 
 
+def _buildx(binary: Path, env: dict[str, str], inputs: AppBuild, image: str) -> BuildResult:
+    """``docker buildx build --builder journey --push`` as a user types it (buildx run
+    standalone: no Docker daemon), the named context given as ``--build-context``."""
+    began = time.monotonic()
+    command = [str(binary), "build", "--builder", BUILDER, "--progress=plain",
+               *[f"--build-context={name}={path}" for name, path in inputs.locals_.items()],
+               "--output", f"type=image,name={image},push=true", str(inputs.context)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = BuildResult(done.returncode, done.stdout + done.stderr, time.monotonic() - began)
+    assert done.returncode == 0, result.output[-4000:]
+    return result
+
+
 def _cached(result: BuildResult) -> dict[str, bool]:
     steps = result.steps()
     assert steps, result.output[-3000:]
     return steps
+
+
+@pytest.fixture(scope="module")
+def buildx_bin(tools: Callable[..., tuple[Path, ...]]) -> Path:
+    return tools("buildx")[0] / "buildx"
 
 
 def test_build_push_run_and_cache(
@@ -109,6 +128,7 @@ def test_build_push_run_and_cache(
     node_namespace: str,
     journey_builder: str,
     buildctl_bin: Path,
+    buildx_bin: Path,
     tmp_path: Path,
 ) -> None:
     assert node.cluster is not None
@@ -133,6 +153,8 @@ def test_build_push_run_and_cache(
         assert printed.startswith("buildctl ") and f"tcp://127.0.0.1:{port}" in printed, printed
         report(f"journey 1: `connect {BUILDER} --port-forward` forwarding in {forwarded:.1f}s; "
                f"it printed: {printed}")  # fmt: skip
+        buildx_create = shlex.split(proc.stdout.readline())
+        assert buildx_create[:3] == ["docker", "buildx", "create"], buildx_create
         tls = ClientCerts(ca=certs / "ca.pem", cert=certs / "cert.pem", key=certs / "key.pem")
         client = Buildctl(buildctl_bin, f"tcp://127.0.0.1:{port}", tls, "localhost")
         workers = parse_workers_verbose(client.run("debug", "workers", "-v").stdout)
@@ -165,6 +187,21 @@ def test_build_push_run_and_cache(
         assert all(_cached(warm).values()), warm.steps()
         report(f"journey 4: the same build again, all {len(warm.steps())} steps CACHED, "
                f"in {warm.seconds:.1f}s")  # fmt: skip
+
+        # 4b. The same build with buildx's remote driver, created by the line connect printed.
+        config = {**os.environ, "BUILDX_CONFIG": str(tmp_path / "buildx")}
+        subprocess.run([str(buildx_bin), *buildx_create[2:]], env=config, check=True)
+        buildx = _buildx(buildx_bin, config, inputs, image_ref("app", "2"))
+        assert all(_cached(buildx).values()), buildx.steps()
+        # What the registry holds now, as its API lists it (through the pod proxy).
+        (registry_pod,) = api.get(
+            f"/api/v1/namespaces/{ns}/pods?labelSelector=app.kubernetes.io/name=registry"
+        )["items"]
+        listing = f"/api/v1/namespaces/{ns}/pods/{registry_pod['metadata']['name']}:5000"
+        tags = json.loads(kubectl("get", "--raw", f"{listing}/proxy/v2/app/tags/list"))
+        assert {"1", "2", "buildcache"} <= set(tags["tags"]), tags
+        report(f"journey 4b: `docker buildx build` (remote driver) of the same context, all "
+               f"{len(buildx.steps())} steps CACHED, pushed in {buildx.seconds:.1f}s")  # fmt: skip
 
     # 5. The other daemon: nothing in its cache, then everything from the registry's.
     # The daemon's host name is its daemon name (``<builder>-<index>``, the pods' hostname).
