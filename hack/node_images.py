@@ -12,6 +12,10 @@ hack/node.py imports into the node's containerd:
   mmdebstrap makes from Debian packages.
 - ``buildkit-operator:<version>``: the project's own Dockerfile, with PYTHON_IMAGE pointing at
   a Debian bookworm + Python 3.11 base made the same way (hack/images/python.Dockerfile).
+- ``buildkit-operator.local/registry:<version>``: the distribution registry of the pinned
+  hack/tools/registry module (hack/images/registry.Dockerfile), the cluster's own registry.
+- ``buildkit-operator.local/coredns:<version>``: CoreDNS of the pinned hack/tools/coredns
+  module (hack/images/coredns.Dockerfile), the cluster's DNS.
 
 Each tarball is cached under $BKO_CACHE_DIR/images/ by a key over everything that goes into
 it (recipes, package lists, binaries, sources), so a warm run builds nothing.
@@ -55,6 +59,11 @@ OPERATOR_IMAGE = "docker.io/library/buildkit-operator:0.1.0"
 # The name the operator image's PYTHON_IMAGE build argument refers to, served from a local
 # OCI layout instead of a registry.
 PYTHON_BASE = "buildkit-operator.local/python:3.11-bookworm"
+REGISTRY_VERSION = "v3.1.2"  # hack/tools/registry/build.env
+REGISTRY_IMAGE = f"buildkit-operator.local/registry:{REGISTRY_VERSION}"
+COREDNS_VERSION = "v1.15.0"  # hack/tools/coredns/build.env
+COREDNS_IMAGE = f"buildkit-operator.local/coredns:{COREDNS_VERSION}"
+ALL_IMAGES = ("pause", "buildkit", "buildkit-rootless", "operator", "registry", "coredns")
 
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -393,7 +402,7 @@ def _compile_pause(source: Path, cache: Path) -> Path:
 
 def recipes(buildkit_bin: Path, cache: Path, only: Sequence[str] = ()) -> list[Recipe]:
     """Every image, with its cache key; the python base before the operator image."""
-    wanted = set(only) or {"pause", "buildkit", "buildkit-rootless", "operator"}
+    wanted = set(only) or set(ALL_IMAGES)
     out: list[Recipe] = []
     if "pause" in wanted:
         pause_c = kubernetes_source() / "build/pause/linux/pause.c"
@@ -464,6 +473,23 @@ def recipes(buildkit_bin: Path, cache: Path, only: Sequence[str] = ()) -> list[R
                 digest=sources,
             )
         )
+    # Static Go programs of hack/tools with their configuration file, on scratch.
+    for key, name, config in (
+        ("registry", REGISTRY_IMAGE, "registry-config.yml"),
+        ("coredns", COREDNS_IMAGE, "Corefile"),
+    ):
+        if key in wanted:
+            dockerfile = IMAGES_DIR / f"{key}.Dockerfile"
+            binary = tool_bin(key) / key
+            out.append(
+                Recipe(
+                    key=key,
+                    name=name,
+                    dockerfile=dockerfile,
+                    context_files={key: binary, config: IMAGES_DIR / config},
+                    digest=_digest(dockerfile, IMAGES_DIR / config, binary),
+                )
+            )
     return out
 
 
@@ -511,9 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="node_images.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the missing images and print name=tarball lines")
-    b.add_argument(
-        "--only", nargs="*", default=[], help="pause buildkit buildkit-rootless operator"
-    )
+    b.add_argument("--only", nargs="*", default=[], help=" ".join(ALL_IMAGES))
     args = parser.parse_args(argv)
     try:
         for name, path in build(args.only).items():

@@ -22,7 +22,17 @@ POD_SUBNET = "10.89.0.0/24"
 APISERVER_PORT = 6443  # the forwarder's port inside the node's network namespace
 KUBELET_PORT = 10250
 LOCAL_STORAGE_CLASS = "node-local"
+# The cluster's registry (hack/images/registry.Dockerfile): a Service with this fixed
+# ClusterIP (in the lower, statically assigned part of the Service range 10.96.0.0/16, as
+# kube-dns' 10.96.0.10 is), plain HTTP. The node's containerd pulls from it over HTTP
+# (certs.d below); Builders push to it with `buildkitd.insecureRegistries: [REGISTRY]`.
+REGISTRY_IP = "10.96.0.20"
+REGISTRY_PORT = 5000
+REGISTRY = f"{REGISTRY_IP}:{REGISTRY_PORT}"
 LOCAL_VOLUMES = 8
+# The cluster DNS (hack/localnode/dns.py): the Service kube-dns at the ClusterIP kubeadm gives
+# it in this Service range, the kubelet's clusterDNS.
+CLUSTER_DNS_IP = "10.96.0.10"
 
 # What kubelet would write (pkg/kubelet/cm/container_manager_linux.go setupKernelTunables):
 # shown to it, in the node's mount namespace, instead of the host's values.
@@ -110,6 +120,14 @@ def write_node_config(
             indent=2,
         )
     )
+    # containerd reads a registry's hosts.toml at each pull: the cluster's registry speaks
+    # plain HTTP (no certificate to distribute), every other host keeps containerd's defaults.
+    hosts = config / "certs.d" / REGISTRY
+    hosts.mkdir(parents=True, exist_ok=True)
+    (hosts / "hosts.toml").write_text(
+        f'server = "http://{REGISTRY}"\n\n'
+        f'[host."http://{REGISTRY}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
     runc = binaries["runc"]
     restrict_oom = not has_capability(CAP_SYS_RESOURCE)
     (config / "containerd.toml").write_text(
@@ -128,6 +146,8 @@ state = "{d}/containerd/state"
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{config}/certs.d"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "{node_images.PAUSE_IMAGE}"
 
@@ -150,7 +170,8 @@ state = "{d}/containerd/state"
     conf_dir = "{d}/cni/net.d"
 """
     )
-    (config / "resolv.conf").write_text("# the real node has no DNS server\n")
+    # What pods of dnsPolicy Default (CoreDNS itself) get: no upstream server is reachable.
+    (config / "resolv.conf").write_text("# the real node has no upstream DNS server\n")
     kubelet = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -179,6 +200,7 @@ state = "{d}/containerd/state"
         "containerRuntimeEndpoint": f"unix://{containerd_socket}",
         "resolvConf": str(config / "resolv.conf"),
         "clusterDomain": "cluster.local",
+        "clusterDNS": [CLUSTER_DNS_IP],
         "podLogsDir": str(d / "logs" / "pods"),
         "volumePluginDir": str(d / "kubelet" / "volume-plugins"),
         "hairpinMode": "hairpin-veth",

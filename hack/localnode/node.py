@@ -184,6 +184,7 @@ class LocalNode(NodeObjects, NodeProcesses):
             on_timeout=lambda: self.tail("kubelet"),
         )
         self._publish_apiserver_endpoint()
+        self._start_cluster_dns()
         self.ensure_local_volumes()
 
     def _stop_locked(self) -> None:

@@ -11,6 +11,7 @@ from localcluster.api import ApiError
 from localcluster.manifests import VOLUME_LABEL, node_is_ready
 
 from .config import APISERVER_PORT, LOCAL_STORAGE_CLASS, LOCAL_VOLUMES
+from .dns import cluster_dns_objects
 
 if TYPE_CHECKING:
     from localcluster.cluster import LocalCluster
@@ -126,6 +127,13 @@ class NodeObjects:
         path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
         api.delete(f"{path}/kubernetes")
         api.create(path, slice_)
+
+    def _start_cluster_dns(self) -> None:
+        """CoreDNS, as a cluster's DNS add-on: created, not waited for (its pod starts
+        beside the first test's; tests that resolve names wait for it)."""
+        assert self.cluster is not None
+        for path, obj in cluster_dns_objects():
+            self.cluster.api.create(path, obj)
 
     def _grant_node_rights(self) -> None:
         """The control plane authorizes with RBAC alone (no Node authorizer): bind the

@@ -326,8 +326,10 @@ class Buildctl:
         opts: Mapping[str, str] | None = None,
         locals_: Mapping[str, Path] | None = None,
         check: bool = True,
+        extra: Sequence[str] = (),
     ) -> BuildResult:
-        """The built-in Dockerfile frontend on ``context`` (its Dockerfile inside)."""
+        """The built-in Dockerfile frontend on ``context`` (its Dockerfile inside); ``extra``
+        are further `buildctl build` flags (``--export-cache``, ``--metadata-file``)."""
         args = [
             "build",
             "--progress=plain",
@@ -344,6 +346,7 @@ class Buildctl:
             args += ["--opt", f"{key}={value}"]
         for key, path in (locals_ or {}).items():
             args += ["--local", f"{key}={path}"]
+        args += extra
         start = time.monotonic()
         command = [*self.global_args(), *args]
         try:
