@@ -296,7 +296,40 @@ def test_a_pod_keeps_only_what_its_causes_are_read_from() -> None:
         "phase": "Running",
         "conditions": [{"type": "Ready", "status": "False"}],
         "containerStatuses": [
-            {"name": "buildkitd", "ready": False, "restartCount": 3, "state": waiting,
-             "lastState": {}},
+            {"name": "buildkitd", "image": "moby/buildkit", "ready": False, "restartCount": 3,
+             "state": waiting, "lastState": {}},
         ],
     }  # fmt: skip
+
+
+def test_the_cause_read_from_a_cached_pod_is_the_one_read_from_the_pod() -> None:
+    """Slimming must not change what a user reads: the image a pull fails for was dropped
+    once, and the message read "cannot pull image ?" on the real node."""
+    from datetime import UTC, datetime
+
+    from buildkit_operator.reconcile.pods import pod_cause
+
+    c, _ = cache()
+    pod = {
+        "kind": "Pod",
+        "metadata": {
+            "name": "b-0-y", "namespace": "ns", "uid": "q", "resourceVersion": "7",
+            "labels": LABELS, "creationTimestamp": "2026-12-03T10:00:00Z",
+        },
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [
+                {"name": "buildkitd", "ready": False, "restartCount": 0,
+                 "image": "registry.invalid/buildkit:none", "imageID": "",
+                 "state": {"waiting": {"reason": "ImagePullBackOff",
+                                       "message": "Back-off pulling image"}}},
+            ],
+        },
+    }  # fmt: skip
+    c._put(pod)
+    (kept,) = c.pods("ns", "b")
+    now = datetime(2026, 12, 3, 10, 1, tzinfo=UTC)
+    full = pod_cause(pod, now)
+    assert full is not None and "registry.invalid/buildkit:none" in full.message
+    assert pod_cause(kept, now) == full

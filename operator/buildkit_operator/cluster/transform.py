@@ -35,7 +35,7 @@ _POD_METADATA = (
     "creationTimestamp",
     "deletionTimestamp",
 )
-_CONTAINER_STATUS_READ = ("name", "ready", "restartCount", "state", "lastState")
+_CONTAINER_STATUS_READ = ("name", "image", "ready", "restartCount", "state", "lastState")
 
 
 def _deployment_status(status: Mapping[str, Any]) -> dict[str, Any]:
