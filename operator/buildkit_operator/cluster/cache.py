@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..api.names import LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY
 from .kinds import OBSERVED, WATCHED
-from .transform import slim, worth_a_pass
+from .transform import slim, worth_a_pass, worth_a_pass_gone
 
 if TYPE_CHECKING:
     from .client import Kube
@@ -176,7 +176,8 @@ class ChildCache:
                     return
                 del self._objects[key]
                 self._unindex(key, old)
-        self.on_change(obj)
+        if worth_a_pass_gone(old or obj):
+            self.on_change(obj)
 
     def _unindex(self, key: tuple[str, str, str], old: Mapping[str, Any]) -> None:
         builder = (old["metadata"].get("labels") or {}).get(LABEL_BUILDER)
