@@ -144,7 +144,6 @@ class ChildCache:
             old = self._objects.get(key)
             if not newer(obj, old):
                 return False
-            notify = notify and worth_a_pass(old, obj)
             if old is not None:
                 self._unindex(key, old)
             if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
@@ -154,7 +153,9 @@ class ChildCache:
                 builder = labels.get(LABEL_BUILDER)
                 if builder:
                     self._by_builder.setdefault((key[1], builder), set()).add((key[0], key[2]))
-        if notify:
+        # Judged outside the lock (a cached object is never changed, only replaced): every
+        # pass reads the cache under it, and waits for as long as a watch thread holds it.
+        if notify and worth_a_pass(old, obj):
             self.on_change(obj)
         return True
 
