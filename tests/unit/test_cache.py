@@ -96,7 +96,7 @@ def test_pods_are_kept_apart_from_the_children_without_their_spec() -> None:
     assert kept["status"] == {"phase": "Running"} and "spec" not in kept
     assert "managedFields" not in kept["metadata"]
     assert kept["metadata"]["resourceVersion"] == "5"  # a write's answer is never a pod
-    assert woken and woken[-1]["kind"] == "Pod"  # its change wakes its Builder
+    assert woken == []  # a pod that runs says no cause: it wakes nothing
 
 
 def test_a_refused_watch_of_pods_leaves_the_children_fresh() -> None:
@@ -204,7 +204,7 @@ def test_a_change_of_spec_or_metadata_always_wakes_a_pass() -> None:
     assert len(woken) == 3
 
 
-def test_a_budgets_count_of_healthy_pods_wakes_no_pass_but_a_pods_status_does() -> None:
+def test_a_budgets_count_of_healthy_pods_wakes_no_pass_but_a_pods_cause_does() -> None:
     """Nothing reads a PodDisruptionBudget's status; a pod's status is read for the causes
     of a daemon that does not run."""
     c, woken = cache()
@@ -218,15 +218,106 @@ def test_a_budgets_count_of_healthy_pods_wakes_no_pass_but_a_pods_status_does() 
     c._put({**budget, "metadata": {**budget["metadata"], "resourceVersion": "4"},
             "status": {"currentHealthy": 2, "disruptionsAllowed": 1}})  # fmt: skip
     assert len(woken) == 1
-    pod = {
+    c._put(pod(5, {"phase": "Pending"}))
+    c._put(pod(6, {"phase": "Pending", "containerStatuses": [_waiting("ErrImagePull", "no")]}))
+    assert len(woken) == 2
+
+
+def pod(version: int, status: dict[str, Any], **meta: Any) -> dict[str, Any]:
+    return {
         "kind": "Pod",
-        "metadata": {"name": "b-0-x", "namespace": "ns", "resourceVersion": "5", "labels": LABELS},
-        "status": {"phase": "Pending"},
+        "metadata": {
+            "name": "b-0-x",
+            "namespace": "ns",
+            "uid": "p",
+            "resourceVersion": str(version),
+            "labels": LABELS,
+            **meta,
+        },
+        "status": status,
     }
-    c._put(pod)
-    c._put({**pod, "metadata": {**pod["metadata"], "resourceVersion": "6"},
-            "status": {"phase": "Running"}})  # fmt: skip
-    assert len(woken) == 3
+
+
+def _waiting(reason: str, message: str = "", restarts: int = 0, **more: Any) -> dict[str, Any]:
+    return {
+        "name": "buildkitd",
+        "ready": False,
+        "restartCount": restarts,
+        "state": {"waiting": {"reason": reason, "message": message}},
+        **more,
+    }
+
+
+_SCHEDULED = {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-12-03T19:00Z"}
+_RUNNING_READY = {
+    "name": "buildkitd",
+    "ready": True,
+    "restartCount": 0,
+    "state": {"running": {"startedAt": "2026-12-03T19:00:03Z"}},
+}
+
+
+def test_a_pod_that_starts_as_it_should_wakes_no_pass() -> None:
+    """Created, scheduled, its container creating, running, ready, then deleted: nothing
+    a cause is read from moves (the Deployment's status says when it is ready, and wakes
+    the pass for that). Before, each step cost its Builder a pass."""
+    c, woken = cache()
+    c._put(pod(1, {}))
+    c._put(pod(2, {"phase": "Pending", "conditions": [_SCHEDULED]}))
+    c._put(pod(3, {"phase": "Pending", "conditions": [_SCHEDULED],
+                   "containerStatuses": [_waiting("ContainerCreating")]}))  # fmt: skip
+    running = {**_RUNNING_READY, "ready": False}
+    c._put(pod(4, {"phase": "Running", "conditions": [_SCHEDULED], "containerStatuses": [running]}))
+    c._put(pod(5, {"phase": "Running", "podIP": "10.0.0.9", "conditions": [_SCHEDULED],
+                   "containerStatuses": [_RUNNING_READY]}))  # fmt: skip
+    c._put(pod(6, {"phase": "Running"}, deletionTimestamp="2026-12-03T19:05:00Z"))
+    c._drop(pod(7, {"phase": "Running"}))
+    assert woken == []
+
+
+def test_a_crash_loop_wakes_a_pass_when_it_starts_not_on_each_restart() -> None:
+    """A container that crash-loops is a cause from its second exit on; the restarts after
+    that (and the back-off's changing message) change nothing the cause says."""
+    c, woken = cache()
+    ended = {"terminated": {"exitCode": 1, "reason": "Error", "message": "bad flag"}}
+    c._put(pod(1, {"phase": "Running", "containerStatuses": [_waiting("ContainerCreating")]}))
+    c._put(pod(2, {"phase": "Running", "containerStatuses": [
+        _waiting("CrashLoopBackOff", "back-off 10s", 1, lastState=ended)]}))  # fmt: skip
+    assert len(woken) == 1
+    for version, restarts in ((3, 2), (4, 3), (5, 4)):
+        c._put(pod(version, {"phase": "Running", "containerStatuses": [
+            _waiting("CrashLoopBackOff", f"back-off {10 * restarts}s", restarts,
+                     lastState=ended)]}))  # fmt: skip
+        between = {**_RUNNING_READY, "ready": False, "restartCount": restarts, "lastState": ended}
+        c._put(pod(version * 10, {"phase": "Running", "containerStatuses": [between]}))
+    assert len(woken) == 1
+    other = {"terminated": {"exitCode": 2, "reason": "Error", "message": "worse"}}
+    c._put(pod(60, {"phase": "Running", "containerStatuses": [
+        _waiting("CrashLoopBackOff", "back-off 80s", 5, lastState=other)]}))  # fmt: skip
+    assert len(woken) == 2
+    c._drop(pod(70, {"phase": "Running", "containerStatuses": [
+        _waiting("CrashLoopBackOff", "back-off 80s", 5, lastState=other)]}))  # fmt: skip
+    assert len(woken) == 3  # its cause gone with it
+
+
+_UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                  "message": "0/3 nodes are available"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"conditions": [_UNSCHEDULABLE]},
+        {"containerStatuses": [_waiting("ImagePullBackOff", "Back-off pulling image")]},
+        {"containerStatuses": [_waiting("CreateContainerConfigError", "secret x not found")]},
+        {"initContainerStatuses": [_waiting("ErrImagePull", "not found")]},
+    ],
+)
+def test_a_pod_that_says_why_its_daemon_does_not_run_wakes_a_pass(status: dict[str, Any]) -> None:
+    c, woken = cache()
+    c._put(pod(1, {"phase": "Pending"}))
+    c._put(pod(2, {"phase": "Pending", **status}))
+    assert len(woken) == 1
 
 
 # --- what the cache keeps ---------------------------------------------------------------

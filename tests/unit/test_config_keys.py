@@ -225,3 +225,33 @@ def test_every_key_is_merged_or_named(chosen: list[tuple[str, ...]]) -> None:
     for path in keys:
         assert not is_never(path), f"{dotted(path)} was merged"
         assert has_path(config, path), f"{dotted(path)} accepted but not in the ConfigMap"
+
+
+@pytest.mark.parametrize(
+    "raws",
+    [
+        # Values equal in Python but not in TOML: each is printed as written.
+        ("[history]\nmaxEntries = 1\n", "[history]\nmaxEntries = 1.0\n",
+         '[history]\nmaxEntries = "1"\n', "debug = true\n", "debug = 1\n"),
+        # The same keys in another order, and a value changed back.
+        ("[history]\nmaxEntries = 10\nmaxAge = 60\n", "[history]\nmaxAge = 60\nmaxEntries = 10\n",
+         "[history]\nmaxEntries = 11\nmaxAge = 60\n", "[history]\nmaxEntries = 10\nmaxAge = 60\n"),
+    ],
+)  # fmt: skip
+def test_each_config_is_rendered_as_its_own_whatever_was_rendered_before(
+    raws: tuple[str, ...],
+) -> None:
+    """A Builder's buildkitd.toml is rendered once per distinct settings document and
+    reused: it must be the one of its own settings, never another's that compares equal."""
+    for raw in raws:
+        text = buildkitd_toml(Builder.from_manifest(manifest(raw)))
+        settings = tomllib.loads(text)
+        assert tomlkit.dumps(tomlkit.parse(text)) == text
+        merged = tomllib.loads(raw)
+        for table, values in merged.items():
+            got = settings[table]
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    assert got[key] == value and type(got[key]) is type(value), (raw, text)
+            else:
+                assert got == values and type(got) is type(values), (raw, text)

@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..api.names import LABEL_BUILDER, LABEL_MANAGED_BY, MANAGED_BY
 from .kinds import OBSERVED, WATCHED
-from .transform import slim, worth_a_pass
+from .transform import slim, worth_a_pass, worth_a_pass_gone
 
 if TYPE_CHECKING:
     from .client import Kube
@@ -144,7 +144,6 @@ class ChildCache:
             old = self._objects.get(key)
             if not newer(obj, old):
                 return False
-            notify = notify and worth_a_pass(old, obj)
             if old is not None:
                 self._unindex(key, old)
             if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
@@ -154,7 +153,9 @@ class ChildCache:
                 builder = labels.get(LABEL_BUILDER)
                 if builder:
                     self._by_builder.setdefault((key[1], builder), set()).add((key[0], key[2]))
-        if notify:
+        # Judged outside the lock (a cached object is never changed, only replaced): every
+        # pass reads the cache under it, and waits for as long as a watch thread holds it.
+        if notify and worth_a_pass(old, obj):
             self.on_change(obj)
         return True
 
@@ -176,7 +177,8 @@ class ChildCache:
                     return
                 del self._objects[key]
                 self._unindex(key, old)
-        self.on_change(obj)
+        if worth_a_pass_gone(old or obj):
+            self.on_change(obj)
 
     def _unindex(self, key: tuple[str, str, str], old: Mapping[str, Any]) -> None:
         builder = (old["metadata"].get("labels") or {}).get(LABEL_BUILDER)

@@ -213,11 +213,25 @@ class Kube:
         return obj
 
     def get_missing(
-        self, namespace: str, names: list[tuple[str, str]], found: dict[tuple[str, str], Any]
+        self,
+        namespace: str,
+        names: list[tuple[str, str]],
+        found: dict[tuple[str, str], Any],
+        asked: set[tuple[str, str]] | None = None,
     ) -> None:
         """Look up by name each (kind, name) not in ``found``: an object of a child's name
-        without our labels is someone else's, and must be seen to be left alone."""
-        wanted = [(kind, name) for kind, name in names if (kind, name) not in found]
+        without our labels is someone else's, and must be seen to be left alone.
+
+        ``asked``: what this pass has looked up already (and is added to): a name the API
+        server just answered 404 for is not asked again in the same pass (the TLS Secrets,
+        looked up before rendering, are children rendered too)."""
+        wanted = [
+            (kind, name)
+            for kind, name in names
+            if (kind, name) not in found and (asked is None or (kind, name) not in asked)
+        ]
+        if asked is not None:
+            asked.update(wanted)
         for (kind, name), obj in zip(
             wanted, self.map(lambda key: self.get(key[0], namespace, key[1]), wanted), strict=True
         ):

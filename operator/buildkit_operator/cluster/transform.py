@@ -36,6 +36,10 @@ _POD_METADATA = (
     "deletionTimestamp",
 )
 _CONTAINER_STATUS_READ = ("name", "image", "ready", "restartCount", "state", "lastState")
+# A container's waiting reasons that say it is on its way (reconcile/pods.py finds no cause
+# in them), and those whose message changes on every retry while pods.py never reads it.
+_STARTING = {"ContainerCreating", "PodInitializing"}
+_MESSAGE_UNREAD = {"ErrImagePull", "ImagePullBackOff"}
 
 
 def _deployment_status(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,26 +59,80 @@ def _pod_status(status: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _pod_causes_read(pod: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What reconcile/pods.py derives a pod's cause from, as it reads it: nothing of a pod
+    going away (its replacement is what counts); whether it cannot be scheduled (and why);
+    and of each container not ready a waiting reason that is one, its message where it is
+    read, whether it crash-loops (two restarts or more: the count itself is never shown)
+    and its last termination then.
+
+    A pod that starts as it should (created, scheduled, its containers creating, running,
+    ready) reads the same all along: its Deployment's status says when it is ready, and
+    wakes the pass for that. A pod only scheduled long ago reads the same too: a pass looks
+    again every PROGRESS_CHECK while the rollout is under way, which is when it is judged."""
+    if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return {}
+    status = pod.get("status") or {}
+    out: dict[str, Any] = {}
+    for cond in status.get("conditions") or []:
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
+            out["unschedulable"] = cond.get("message")
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or []:
+            if container.get("ready"):
+                continue
+            state = container.get("state") or {}
+            waiting = state.get("waiting") or {}
+            reason = waiting.get("reason")
+            looping = reason == "CrashLoopBackOff" or int(container.get("restartCount") or 0) >= 2
+            said: dict[str, Any] = {}
+            if reason and reason not in _STARTING and reason != "CrashLoopBackOff":
+                said["reason"] = reason
+                if reason not in _MESSAGE_UNREAD:
+                    said["message"] = waiting.get("message")
+            if looping:
+                # Waiting in back-off or running again between two exits: one crash loop.
+                said["ended"] = state.get("terminated") or (container.get("lastState") or {}).get(
+                    "terminated"
+                )
+            if said:
+                out[f"{key}/{container.get('name')}"] = said
+    return out
+
+
 def _as_read(obj: Mapping[str, Any]) -> dict[str, Any]:
     """``obj`` as a pass reads it: without its resource version, and of its status only
-    what the status or a decision depends on (a Deployment's counts and conditions, a
-    pod's whole status; nothing of the other kinds', a budget's counts for one)."""
+    what the status or a decision depends on (a Deployment's counts and conditions;
+    nothing of the other kinds', a budget's counts for one)."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
     out = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
     out["metadata"] = meta
     status = obj.get("status") or {}
     if obj.get("kind") == "Deployment":
         out["status"] = _deployment_status(status)
-    elif obj.get("kind") in OBSERVED:
-        out["status"] = _pod_status(status)
     return out
 
 
 def worth_a_pass(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     """Whether a change from ``old`` to ``new`` (as cached) can change what a pass does or
     reports: a Deployment status update that moves none of the fields read wakes nothing,
-    nor does a disruption budget's count of healthy pods."""
+    nor does a disruption budget's count of healthy pods, nor a pod's change that moves
+    nothing its cause is read from (a pass reads pods only for why a daemon does not run)."""
+    if new.get("kind") in OBSERVED:
+        return _pod_causes_read(old) != _pod_causes_read(new)
     return old is None or _as_read(old) != _as_read(new)
+
+
+def worth_a_pass_gone(obj: Mapping[str, Any]) -> bool:
+    """Whether the deletion of ``obj`` can change what a pass does or reports: a child's
+    always; a pod's only when it said why its daemon does not run."""
+    if obj.get("kind") in OBSERVED:
+        return bool(_pod_causes_read(obj))
+    return True
 
 
 def slim(obj: dict[str, Any]) -> None:

@@ -71,6 +71,8 @@ class _Observed:
     live: dict[tuple[str, str], dict[str, Any]]
     bundle: TLSBundle | None
     external_hash: str | None
+    # The names looked up by name this pass (found or not): each is asked once a pass.
+    asked: set[tuple[str, str]]
 
 
 def reconcile(
@@ -120,7 +122,9 @@ def _pass(kube: Kube, obj: dict[str, Any], defaults: Defaults, now: datetime) ->
         asleep=sleeping,
         applied_spec=seen.applied_spec,
     )
-    kube.get_missing(namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live)
+    kube.get_missing(
+        namespace, [(o["kind"], o["metadata"]["name"]) for o in desired], live, seen.asked
+    )
     since = held_since(previous)
 
     def planned(activity: Mapping[str, Activity] | None = None) -> Plan:
@@ -194,6 +198,7 @@ def _observe(
     again (a user's Secret may appear any time; a spec changes only with an event)."""
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     live = kube.list_children(namespace, name)
+    asked: set[tuple[str, str]] = set()
     invalid: list[str] = []
     try:
         builder = defaults.apply(Builder.from_manifest(obj))
@@ -204,7 +209,7 @@ def _observe(
             return err.problems + ([last.refused] if last.refused else []), None
         invalid, builder, applied_spec = err.problems, last.builder, last.spec
 
-    bundle, external_hash, tls_problem = tls_material(kube, builder, live, now)
+    bundle, external_hash, tls_problem = tls_material(kube, builder, live, now, asked)
     if tls_problem:
         # The user's Secret is missing or unusable: nothing is made or rolled onto it.
         # What runs keeps running as last applied, with the certificate it has.
@@ -214,10 +219,10 @@ def _observe(
             return invalid + ([last.refused] if last.refused else []), USER_SECRET_CHECK
         if last.builder.spec != builder.spec:
             builder, applied_spec = last.builder, last.spec
-            bundle, external_hash, tls_problem = tls_material(kube, builder, live, now)
+            bundle, external_hash, tls_problem = tls_material(kube, builder, live, now, asked)
         if tls_problem:
             external_hash = running_tls_hash(live, builder)
-    return _Observed(builder, applied_spec, invalid, live, bundle, external_hash)
+    return _Observed(builder, applied_spec, invalid, live, bundle, external_hash, asked)
 
 
 def _status(

@@ -89,16 +89,21 @@ def daemon_activity(
 
 
 def tls_material(
-    kube: Kube, builder: Builder, live: dict[tuple[str, str], dict[str, Any]], now: datetime
+    kube: Kube,
+    builder: Builder,
+    live: dict[tuple[str, str], dict[str, Any]],
+    now: datetime,
+    asked: set[tuple[str, str]] | None = None,
 ) -> tuple[TLSBundle | None, str | None, str | None]:
-    """(bundle for auto mode, checksum of a user's Secret, problem with the user's Secret)."""
+    """(bundle for auto mode, checksum of a user's Secret, problem with the user's Secret).
+    ``asked``: the names this pass looked up already (``Kube.get_missing``)."""
     tls = builder.spec.tls
     if tls.mode == "auto":
         names = ChildNames(builder.name)
         # Found by name, not by label: a CA Secret whose labels someone removed is still
         # this Builder's (ownership decides, in plan), and must never be issued anew.
         secrets = [names.ca_secret, names.server_secret, names.client_secret]
-        kube.get_missing(builder.namespace, [("Secret", s) for s in secrets], live)
+        kube.get_missing(builder.namespace, [("Secret", s) for s in secrets], live, asked)
 
         def ours(secret: str) -> Mapping[str, Any] | None:
             obj = live.get(("Secret", secret))

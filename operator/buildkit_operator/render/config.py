@@ -85,7 +85,25 @@ def buildkitd_toml(builder: Builder) -> str:
         f"{builder.namespace}/{builder.name}; edit the Builder, not this file.\n"
         f"# GC limits derived from cache.size={builder.spec.cache.effective_size}.\n"
     )
-    return header + tomlkit.dumps(document)
+    return header + _dumps(document)
+
+
+# The TOML text of each settings document rendered lately, by its repr (which keeps the
+# keys' order and the values' types): tomlkit builds a whole document model to print one,
+# the largest cost of rendering a Builder, and a pass renders it again each time.
+_DUMPED: dict[str, str] = {}
+_DUMPED_MAX = 4096
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    key = repr(document)
+    text = _DUMPED.get(key)
+    if text is None:
+        text = tomlkit.dumps(document)
+        if len(_DUMPED) >= _DUMPED_MAX:
+            _DUMPED.clear()
+        _DUMPED[key] = text
+    return text
 
 
 def config_hash(toml_text: str) -> str:
