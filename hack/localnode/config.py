@@ -29,7 +29,11 @@ LOCAL_STORAGE_CLASS = "node-local"
 REGISTRY_IP = "10.96.0.20"
 REGISTRY_PORT = 5000
 REGISTRY = f"{REGISTRY_IP}:{REGISTRY_PORT}"
-LOCAL_VOLUMES = 8
+# Local volumes on the real node. The node tier's modules each hold theirs until their
+# namespace goes (an autoscaled Builder keeps the claims of the daemons it removed, a
+# replicas: 2 Builder holds two): 8 ran out in a full run once the journey (two daemons)
+# came after the autoscaling test (three).
+LOCAL_VOLUMES = 16
 # The cluster DNS (hack/localnode/dns.py): the Service kube-dns at the ClusterIP kubeadm gives
 # it in this Service range, the kubelet's clusterDNS.
 CLUSTER_DNS_IP = "10.96.0.10"
