@@ -3,6 +3,7 @@ material as PEM, the keys its Secrets hold them under, and why any of it is new.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -16,6 +17,16 @@ KEY_PEM = "key.pem"
 # revocation replaces while the CA that clients verify the daemons with stays.
 CLIENT_CA_PEM = "client-ca.pem"
 CLIENT_CA_KEY_PEM = "client-ca-key.pem"
+
+
+def client_ca_data(ca_secret: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The client CA of a CA Secret's data, under the keys a CA is read from (ca.pem and
+    key.pem), so that both CAs are read and checked the same way."""
+    return {
+        CA_PEM: ca_secret.get(CLIENT_CA_PEM, b""),
+        KEY_PEM: ca_secret.get(CLIENT_CA_KEY_PEM, b""),
+    }
+
 
 Role = Literal["ca", "server", "client"]
 LeafRole = Literal["server", "client"]

@@ -11,7 +11,7 @@ sees it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .bundle import CA_PEM, CLIENT_CA_KEY_PEM, CLIENT_CA_PEM, KEY_PEM
+from .bundle import CA_PEM, CLIENT_CA_PEM, client_ca_data
 from .issue import Issuer, _sign_hash, leaf_key_usage
 from .pem import load_cert_and_key, pair
 from .validity import CLOCK_SKEW, utc
@@ -36,7 +36,7 @@ class Refused(ValueError):
 
 def load_issuer(data: dict[str, bytes]) -> Issuer:
     """The Builder's CA from its Secret's data, or Refused when it cannot sign."""
-    return _issuer(data, CA_PEM, KEY_PEM, "CA")
+    return _issuer(data, "CA")
 
 
 def load_client_issuer(data: dict[str, bytes]) -> Issuer:
@@ -44,12 +44,11 @@ def load_client_issuer(data: dict[str, bytes]) -> Issuer:
     ``tls.revokedBefore``) from its CA Secret's data, or Refused when it cannot sign."""
     if not data.get(CLIENT_CA_PEM):
         raise Refused("the Builder has no client CA yet; ask again once it is Ready")
-    return _issuer(data, CLIENT_CA_PEM, CLIENT_CA_KEY_PEM, "client CA")
+    return _issuer(client_ca_data(data), "client CA")
 
 
-def _issuer(data: dict[str, bytes], cert_key: str, key_key: str, label: str) -> Issuer:
-    view = {CA_PEM: data.get(cert_key, b""), KEY_PEM: data.get(key_key, b"")}
-    loaded = load_cert_and_key(view, CA_PEM, label)
+def _issuer(data: Mapping[str, bytes], label: str) -> Issuer:
+    loaded = load_cert_and_key(data, CA_PEM, label)
     if isinstance(loaded, str):
         raise Refused(loaded)
     cert, key = loaded

@@ -17,11 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from .bundle import (
     CA_PEM,
     CERT_PEM,
-    CLIENT_CA_KEY_PEM,
-    CLIENT_CA_PEM,
-    KEY_PEM,
     LeafRole,
     TLSBundle,
+    client_ca_data,
 )
 from .issue import (
     CLIENT_CA_CN_SUFFIX,
@@ -156,7 +154,7 @@ def _client_ca(
     renew_before: timedelta,
 ) -> tuple[Issuer, str | None]:
     """The CA that signs users' certificates, kept unless a revocation dates after it."""
-    view = {CA_PEM: data.get(CLIENT_CA_PEM, b""), KEY_PEM: data.get(CLIENT_CA_KEY_PEM, b"")}
+    view = client_ca_data(data)
     if blob(view, CA_PEM) is None:
         found: Issuer | str = "no client CA yet"
     else:
