@@ -18,7 +18,14 @@ from typing import Any
 from ..api.daemons import Activity
 from ..api.names import ANNOTATION_IDLE_SINCE, ANNOTATION_WAKE
 
-__all__ = ["ANNOTATION_IDLE_SINCE", "ANNOTATION_WAKE", "decide", "format_time", "parse_time"]
+__all__ = [
+    "ANNOTATION_IDLE_SINCE",
+    "ANNOTATION_WAKE",
+    "decide",
+    "format_time",
+    "parse_time",
+    "wake_requested",
+]
 _FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -29,6 +36,12 @@ def parse_time(text: Any) -> datetime | None:
         return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
+
+
+def wake_requested(builder: Mapping[str, Any]) -> datetime | None:
+    """When a wake was last asked for: the Builder's ``buildkit.dev/wake`` annotation."""
+    annotations = (builder.get("metadata") or {}).get("annotations") or {}
+    return parse_time(annotations.get(ANNOTATION_WAKE))
 
 
 def format_time(when: datetime) -> str:

@@ -23,7 +23,6 @@ from ..api.identity import GROUP as API_GROUP
 from ..api.names import (
     ANNOTATION_APPLIED_SPEC,
     ANNOTATION_TLS_HASH,
-    ANNOTATION_WAKE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
     PORT,
@@ -37,7 +36,7 @@ from ..render import server_sans
 from ..render.secrets import tls_hash
 from . import idle
 from .applied import more_privileged
-from .idle import format_time, parse_time
+from .idle import format_time
 from .plan import ownership
 from .types import WORKLOAD_KIND
 
@@ -309,8 +308,7 @@ def asleep(
     if timeout is None:
         return {}, None
     limit = timedelta(seconds=duration_seconds(timeout))
-    annotations = obj["metadata"].get("annotations") or {}
-    wake_requested = parse_time(annotations.get(ANNOTATION_WAKE))
+    wake_requested = idle.wake_requested(obj)
     names = ChildNames(builder.name)
     asleep: dict[str, str] = {}
     soonest: float | None = None

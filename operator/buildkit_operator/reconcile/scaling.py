@@ -17,7 +17,7 @@ from typing import Any
 
 from ..api import Builder
 from ..api.daemons import Activity, autoscaled, daemon_id, with_counts
-from ..api.names import ANNOTATION_WAKE, ChildNames
+from ..api.names import ChildNames
 from ..api.pools import MAX_DAEMONS
 from ..api.status import AutoscaleStatus
 from ..cluster import Kube
@@ -66,8 +66,7 @@ def scale(
         return Scaling(builder)
     names = ChildNames(builder.name)
     previous = _remembered(obj.get("status") or {})
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    wake_requested = parse_time(annotations.get(ANNOTATION_WAKE))
+    wake_requested = idle.wake_requested(obj)
 
     def workload(index: int, pool: Any) -> Mapping[str, Any] | None:
         return live.get((WORKLOAD_KIND, names.daemon(daemon_id(index, pool))))
