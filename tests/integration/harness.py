@@ -4,6 +4,7 @@ it holding only the chart's RBAC)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from localcluster.kubectl import Kubectl, KubectlError
 
@@ -165,3 +168,23 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
         if cond["type"] == type_:
             return dict(cond)
     raise AssertionError(f"no {type_} condition in {obj.get('status')}")
+
+
+def accepted_issuers(k: Kubectl, namespace: str, name: str) -> list[x509.Certificate]:
+    """The CAs the daemons take client certificates of: the ca.pem their --tlscacert reads,
+    from the server Secret they mount."""
+    secret = wait_until(
+        f"Secret {name}-server-tls",
+        lambda: k.json("get", "secret", f"{name}-server-tls", "-n", namespace),
+    )
+    return x509.load_pem_x509_certificates(base64.b64decode(secret["data"]["ca.pem"]))
+
+
+def issued_by_one_of(cert: x509.Certificate, issuers: list[x509.Certificate]) -> bool:
+    for issuer in issuers:
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False

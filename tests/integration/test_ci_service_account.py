@@ -8,7 +8,6 @@ point at the API server; nothing outside that namespace is touched."""
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from harness import builder, wait_phase
+from harness import accepted_issuers, builder, issued_by_one_of, wait_phase
 from test_client_certificates import user_roles  # noqa: F401  (a fixture)
 
 from localcluster.kubectl import Kubectl
@@ -100,11 +99,9 @@ def test_a_ci_job_in_the_cluster_connects_as_its_service_account(
         assert "system:serviceaccounts" in groups
         in_namespace = f"system:serviceaccounts:{namespace}"
         assert (in_namespace in groups) == (len(in_namespace) <= 64), groups
-        server = k.json("get", "secret", "ci-server-tls", "-n", namespace)
-        accepted = x509.load_pem_x509_certificates(base64.b64decode(server["data"]["ca.pem"]))
-        issuers = [i for i in accepted if i.subject == cert.issuer]
-        assert issuers, "not signed by a CA the daemons take clients of"
-        cert.verify_directly_issued_by(issuers[0])
+        assert issued_by_one_of(cert, accepted_issuers(k, namespace, "ci")), (
+            "not signed by a CA the daemons take clients of"
+        )
         # Nothing of the imitation outlives the process: the host has no such mount.
         assert MOUNTED not in Path("/proc/self/mounts").read_text()
     finally:

@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from harness import builder, wait_phase, wait_until
+from harness import accepted_issuers, builder, issued_by_one_of, wait_phase, wait_until
 
 from localcluster.kubectl import Kubectl
 
@@ -113,26 +112,6 @@ def decided(kubectl: Kubectl, name: str) -> dict[str, Any]:
         return obj if status.get("certificate") or kinds & {"Denied", "Failed"} else None
 
     return dict(wait_until(f"request {name} decided", check, timeout=60))
-
-
-def accepted_issuers(k: Kubectl, namespace: str, name: str) -> list[x509.Certificate]:
-    """The CAs the daemons take client certificates of: the ca.pem their --tlscacert reads,
-    from the server Secret they mount."""
-    secret = wait_until(
-        f"Secret {name}-server-tls",
-        lambda: k.json("get", "secret", f"{name}-server-tls", "-n", namespace),
-    )
-    return x509.load_pem_x509_certificates(base64.b64decode(secret["data"]["ca.pem"]))
-
-
-def issued_by_one_of(cert: x509.Certificate, issuers: list[x509.Certificate]) -> bool:
-    for issuer in issuers:
-        try:
-            cert.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return True
-    return False
 
 
 def ca_of(k: Kubectl, namespace: str, name: str) -> x509.Certificate:

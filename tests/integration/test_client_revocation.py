@@ -14,14 +14,23 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from harness import builder, events_of, get, patch_spec, settle, wait_phase, wait_until, writes_in
-from test_client_certificates import (
+from harness import (
     accepted_issuers,
+    builder,
+    events_of,
+    get,
+    issued_by_one_of,
+    patch_spec,
+    settle,
+    wait_phase,
+    wait_until,
+    writes_in,
+)
+from test_client_certificates import (
     as_user,
     bind,
     cleanup_requests,  # noqa: F401  (a fixture)
     decided,
-    issued_by_one_of,
     request,
     user_roles,  # noqa: F401  (a fixture)
 )
